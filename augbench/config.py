@@ -1,0 +1,144 @@
+"""Config files: YAML with `base:` inheritance, OmegaConf dot-list overrides, typed validation.
+
+A config is composed from sources in order (base files, the file, then
+command-line overrides) onto a dataclass schema. Each source is merged on its
+own, so an unknown key or a value of the wrong type is reported with the key
+and the file (or "command line") it came from. Sections whose schema depends
+on a `name` (the method, the dataset) are polymorphic: their dataclass is
+looked up from the composed `name` before the sources are merged.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from augbench.errors import ConfigError
+
+T = TypeVar("T")
+COMMAND_LINE = "command line"
+
+
+def shipped_config(relative_path: str) -> Path:
+    """A file of configs/ as installed with augbench, e.g. shipped_config("methods/byol.yaml")."""
+    return Path(str(importlib.resources.files("augbench.configs") / relative_path))
+
+
+@dataclass
+class Source:
+    name: str  # a file path, or "command line"
+    values: DictConfig
+
+
+def read_sources(paths: str | Path | Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> list[Source]:
+    """The config files (each after its `base:` files) and then the dot-list overrides, in merge order."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    sources = [source for path in paths for source in _read_file(Path(path), ())]
+    if overrides:
+        sources.append(Source(COMMAND_LINE, parse_overrides(overrides)))
+    return sources
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"{COMMAND_LINE}: override {item!r} is not of the form key=value (e.g. optim.lr=0.1)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise ConfigError(f"{COMMAND_LINE}: cannot parse overrides {list(overrides)}: {error}") from error
+
+
+def _read_file(path: Path, chain: tuple[Path, ...]) -> list[Source]:
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: circular `base:` chain {' -> '.join(map(str, chain + (path,)))}")
+    if not path.is_file():
+        where = f" (base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"{path}: config file not found{where}")
+    try:
+        values = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(values, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got a {type(values).__name__}")
+    bases = values.pop("base", None)
+    sources: list[Source] = []
+    for base in [bases] if isinstance(bases, str) else list(bases or []):
+        sources += _read_file(path.parent / base, chain + (path.resolve(),))
+    sources.append(Source(str(path), values))
+    return sources
+
+
+def compose(
+    schema: type[T],
+    sources: Sequence[Source],
+    polymorphic: Mapping[str, Callable[[str], type]] = {},
+) -> tuple[T, DictConfig]:
+    """Merge `sources` onto `schema`; return the validated object and the resolved DictConfig.
+
+    `polymorphic[key](name)` returns the dataclass of section `key` whose
+    `name` is `name`, or raises KeyError.
+    """
+    merged = OmegaConf.structured(schema)
+    defaults = {key: merged[key]["name"] for key in polymorphic}
+    for key, lookup in polymorphic.items():
+        name, origin = _composed_name(key, merged, sources)
+        try:
+            merged[key] = OmegaConf.structured(lookup(name))
+        except KeyError as error:
+            raise ConfigError(f"{origin}: {key}.name={name!r} is unknown; {error.args[0]}") from None
+    current = dict(defaults)
+    for source in sources:
+        values = source.values
+        for key in polymorphic:
+            # A source that switches `key.name` (say data.name=digits over a shapes_world preset) replaces the
+            # section: settings made for the previous name do not apply to the new one.
+            name = OmegaConf.select(values, f"{key}.name", default=current[key])
+            if name != current[key]:
+                current[key] = name
+                merged[key] = OmegaConf.structured(OmegaConf.get_type(merged, key))
+            if current[key] != merged[key]["name"] and key in values:
+                values = OmegaConf.masked_copy(values, [k for k in values if k != key])
+        try:
+            merged = OmegaConf.merge(merged, values)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{source.name}: {error.full_key}: {_first_line(error)}") from None
+    names = ", ".join(s.name for s in sources) or "defaults"
+    for field in fields(schema):  # validate section by section so an error names its section
+        if is_dataclass(OmegaConf.get_type(merged, field.name)):
+            _to_object(merged[field.name], f"{names}: {field.name}")
+    return _to_object(merged, names), merged
+
+
+def _composed_name(key: str, merged: DictConfig, sources: Sequence[Source]) -> tuple[str, str]:
+    name, origin = merged[key]["name"], "defaults"
+    for source in sources:
+        value = OmegaConf.select(source.values, f"{key}.name", default=None)
+        if value is not None:
+            name, origin = value, source.name
+    return name, origin
+
+
+def _to_object(config: DictConfig, where: str) -> Any:
+    try:
+        return OmegaConf.to_object(config)
+    except (ValueError, TypeError, OmegaConfBaseException) as error:
+        raise ConfigError(f"{where}: {_first_line(error)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    message = getattr(error, "msg", None) or str(error)
+    return message.splitlines()[0]
+
+
+def to_yaml(config: Any) -> str:
+    """YAML of a config object or DictConfig, as written next to every run."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config) if is_dataclass(config) else config)

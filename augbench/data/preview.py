@@ -1,0 +1,40 @@
+"""`augbench data NAME`: a contact sheet of a dataset's images titled with their categorical labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from augbench.config import compose, read_sources
+from augbench.data import dataset_config_type, load_split
+from augbench.errors import ConfigError
+
+
+def preview(name: str, output: Path | None = None, split: str = "train", overrides: Sequence[str] = (),
+            count: int = 32) -> Path:
+    try:
+        config_type = dataset_config_type(name)
+    except KeyError as error:
+        raise ConfigError(f"dataset {name!r} is unknown; {error.args[0]}") from None
+    config, _ = compose(config_type, read_sources(overrides=overrides))
+    dataset = load_split(config, split)
+    columns = 8
+    rows = (min(count, len(dataset)) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= min(count, len(dataset)):
+            continue
+        axis.imshow(dataset.images[index].permute(1, 2, 0).numpy())
+        names = [dataset.classes[k][int(dataset.labels[k][index])] for k in dataset.classes]
+        axis.set_title("\n".join(names[:2]), fontsize=7)
+    output = Path(output or f"{name}_{split}.png")
+    figure.tight_layout()
+    figure.savefig(output, dpi=100)
+    plt.close(figure)
+    return output

@@ -1,0 +1,29 @@
+"""What every method is to the trainer: views in, a dict of losses and logs out."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from augbench.augment.views import View
+
+
+class Method(nn.Module):
+    """A self-supervised objective over a backbone.
+
+    `forward(views)` returns a dict with the scalar `loss` to minimise and
+    named detached logs. `update_target(progress)` runs after each optimiser
+    step, with `progress` in [0, 1] the fraction of training done.
+    `encoder()` is the module downstream tasks read: images in [0, 1] (B, 3,
+    H, W) → features (B, D).
+    """
+
+    backbone: nn.Module
+
+    def forward(self, views: list[View]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def update_target(self, progress: float) -> dict[str, float]:
+        return {}
+
+    def encoder(self) -> nn.Module:
+        return self.backbone

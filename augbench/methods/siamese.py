@@ -1,0 +1,126 @@
+"""The two-branch design space of MoCo v2, BYOL, SimCLR and SimSiam.
+
+Huang, Kong & Zhang, "Revisiting the Critical Factors of Augmentation-Invariant
+Representation Learning" (ECCV 2022) show that MoCo v2 and BYOL differ by a few
+switches; SimCLR (Chen et al. 2020) and SimSiam (Chen & He 2021) are two more
+points of the same space. Each is a preset in configs/methods/.
+
+Online branch: q = predictor(projector(backbone(view))). Target branch: the
+momentum (EMA) copy of backbone and projector when `momentum.enabled`, else the
+online branch itself, detached if `stop_gradient`. For a view pair (i, j) the
+loss compares q_i with the target embedding k_j:
+
+- negatives = queue: InfoNCE against a queue of past keys (MoCo); the keys
+  k_j of the step are enqueued after the loss;
+- negatives = batch: NT-Xent with the 2N − 2 other embeddings of the batch
+  as negatives (SimCLR);
+- negatives = none: normalised MSE 2 − 2·cos(q_i, k_j) (BYOL, SimSiam).
+
+`symmetric` adds the pair (1, 0). The loss is the mean over pairs, so that
+symmetric and one-way presets share a scale under the same optimiser (BYOL's
+paper sums the two directions, i.e. twice this loss).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from augbench.augment.views import View
+from augbench.methods.base import Method
+from augbench.methods.losses import info_nce, normalized_mse, nt_xent
+from augbench.methods.momentum import cosine_momentum, ema_update
+from augbench.methods.queue import Queue
+from augbench.models.heads import MLP, PredictorConfig, ProjectorConfig
+
+NEGATIVES = ("queue", "batch", "none")
+
+
+@dataclass
+class MomentumConfig:
+    """EMA target: m goes from `base` to `final` on a cosine over training (constant when equal)."""
+
+    enabled: bool = True
+    base: float = 0.99
+    final: float = 0.99
+
+    def __post_init__(self):
+        for key in ("base", "final"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"momentum.{key}={getattr(self, key)}: must be in [0, 1]")
+
+
+@dataclass
+class SiameseConfig:
+    name: str = "siamese"
+    negatives: str = "queue"
+    queue_size: int = 4096
+    temperature: float = 0.2
+    symmetric: bool = False
+    stop_gradient: bool = True
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    momentum: MomentumConfig = field(default_factory=MomentumConfig)
+
+    def __post_init__(self):
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives={self.negatives!r}: expected one of {NEGATIVES}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature}: must be positive")
+        if self.negatives == "queue" and self.queue_size < 1:
+            raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
+
+
+class SiameseMethod(Method):
+    def __init__(self, backbone: nn.Module, config: SiameseConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.projector = MLP(backbone.out_dim, config.projector.specs())
+        out_dim = self.projector.out_dim
+        self.predictor = MLP(out_dim, config.predictor.specs(out_dim)) if config.predictor.enabled else nn.Identity()
+        if config.momentum.enabled:
+            self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
+            self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        if config.negatives == "queue":
+            self.queue = Queue(config.queue_size, out_dim)
+
+    def forward(self, views: list[View]) -> dict[str, Tensor]:
+        if len(views) != 2:
+            raise ValueError(f"{type(self).__name__} takes 2 views, got {len(views)}; check augment.recipe")
+        pairs = [(0, 1), (1, 0)] if self.config.symmetric else [(0, 1)]
+        projections = [self.projector(self.backbone(view.images)) for view in views]  # (B, D) each
+        queries = [self.predictor(z) for z in projections]
+        keys = self._target_embeddings(views, projections, {j for _, j in pairs})
+        losses = [self._pair_loss(queries[i], keys[j]) for i, j in pairs]
+        if self.config.negatives == "queue":
+            self.queue.push(torch.cat([keys[j] for _, j in pairs]))
+        with torch.no_grad():
+            similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in pairs]).mean()
+            spread = F.normalize(projections[0], dim=1).std(dim=0).mean()
+        return {"loss": torch.stack(losses).mean(), "positive_similarity": similarity, "embedding_std": spread}
+
+    def _target_embeddings(self, views: list[View], projections: list[Tensor], needed: set[int]) -> dict[int, Tensor]:
+        if not self.config.momentum.enabled:
+            return {j: projections[j].detach() if self.config.stop_gradient else projections[j] for j in needed}
+        with torch.no_grad():
+            return {j: self.target_projector(self.target_backbone(views[j].images)) for j in needed}
+
+    def _pair_loss(self, query: Tensor, key: Tensor) -> Tensor:
+        if self.config.negatives == "queue":
+            return info_nce(query, key, self.queue.negatives(), self.config.temperature)
+        if self.config.negatives == "batch":
+            return nt_xent(query, key, self.config.temperature)
+        return normalized_mse(query, key)
+
+    def update_target(self, progress: float) -> dict[str, float]:
+        if not self.config.momentum.enabled:
+            return {}
+        momentum = cosine_momentum(self.config.momentum.base, self.config.momentum.final, progress)
+        ema_update(self.target_backbone, self.backbone, momentum)
+        ema_update(self.target_projector, self.projector, momentum)
+        return {"momentum": momentum}

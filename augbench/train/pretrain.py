@@ -1,0 +1,253 @@
+"""`augbench.pretrain(config) -> Run`: compose the pipeline and train it with Lightning.
+
+A run lives in `output_dir/name/`:
+
+    config.yaml           the resolved config
+    status.json           {"state": "running" | "failed" | "finished", ...}
+    checkpoints/          one Lightning checkpoint per epoch and last.ckpt
+    logs/csv/metrics.csv  and logs/tensorboard/: the logged losses
+    encoder.safetensors   the trained backbone, written once training finished
+
+A directory whose status is not "finished" did not finish; running the same
+config again resumes it from checkpoints/last.ckpt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+import augbench
+from augbench.augment.recipes import AugmentConfig, build_recipe
+from augbench.config import ConfigError, compose, read_sources, to_yaml
+from augbench.data import ImageDataset, dataset_config_type, load_split
+from augbench.methods import build_method, method_config_type
+from augbench.models.backbones import BackboneConfig, build_backbone
+from augbench.models.io import ENCODER_FILE, save_encoder
+from augbench.train.module import PretrainModule
+from augbench.train.optim import OptimConfig
+
+STATUS_FILE = "status.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning settings. `batch_size` is global: each of the devices × nodes processes an equal share."""
+
+    max_epochs: int = 100
+    max_steps: int = -1
+    batch_size: int = 256
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+    log_every_n_steps: int = 10
+    checkpoint_every_n_epochs: int = 1
+    deterministic: bool = False
+    channels_last: bool = True
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size={self.batch_size}: contrastive batches need at least 2 images")
+        if self.max_epochs < 1 and self.max_steps < 1:
+            raise ValueError("set max_epochs or max_steps to a positive number")
+
+
+@dataclass
+class PretrainConfig:
+    name: str = "pretrain"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: Any = field(default_factory=lambda: {"name": "shapes_world"})
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    method: Any = field(default_factory=lambda: {"name": "siamese"})
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+@dataclass
+class Run:
+    """A finished pretraining run: its directory, config, trained encoder (eval mode) and last logged metrics."""
+
+    directory: Path
+    config: PretrainConfig
+    encoder: nn.Module
+    metrics: dict[str, float]
+
+
+def load_config(
+    paths: str | Path | Sequence[str | Path] = (), overrides: Sequence[str] = ()
+) -> tuple[PretrainConfig, DictConfig]:
+    """Compose a pretraining config from YAML files (each with its `base:` files) and dot-list overrides."""
+    polymorphic = {"data": dataset_config_type, "method": method_config_type}
+    return compose(PretrainConfig, read_sources(paths, overrides), polymorphic)
+
+
+def read_status(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / STATUS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _mark(run_dir: Path, state: str, **info) -> None:
+    status = {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "augbench": augbench.__version__, **info}
+    _write_atomic(run_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
+    """Create or reopen the run directory; return the checkpoint to resume from, if any."""
+    run_dir = config.run_dir
+    status = read_status(run_dir)
+    if status and status["state"] == "finished":
+        raise FileExistsError(
+            f"{run_dir}: holds a finished run; evaluate it with `augbench evaluate {run_dir}` "
+            "or choose another name= / output_dir="
+        )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if (run_dir / CONFIG_FILE).is_file() and last.is_file():
+        stored = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
+        changed = _changed_keys(stored, OmegaConf.to_container(OmegaConf.create(config_yaml)))
+        if changed:
+            raise ConfigError(
+                f"{run_dir / CONFIG_FILE}: an unfinished run with another config is here (differs at {changed}); "
+                "choose another name= to start afresh"
+            )
+        return last
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(run_dir / CONFIG_FILE, config_yaml)
+    return None
+
+
+class _TrainData(L.LightningDataModule):
+    def __init__(self, dataset: ImageDataset, batch_size: int, num_workers: int, seed: int):
+        super().__init__()
+        self.dataset, self.batch_size, self.num_workers, self.seed = dataset, batch_size, num_workers, seed
+
+    def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size
+        if self.batch_size % world:
+            raise ConfigError(f"trainer.batch_size={self.batch_size} is not divisible by the {world} processes")
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size // world,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+
+def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = ()) -> Run:
+    """Pretrain the encoder a config describes; resumes an unfinished run of the same config."""
+    if not isinstance(config, PretrainConfig):
+        config, _ = load_config(config, overrides)
+    elif overrides:
+        raise ValueError("overrides apply to a config file; edit the PretrainConfig object directly instead")
+    config_yaml = to_yaml(config)
+    resume_from = _prepare_run_dir(config, config_yaml)
+    run_dir = config.run_dir
+    resumed = {"resumed_from": str(resume_from)} if resume_from else {}
+    _mark(run_dir, "running", **resumed)
+    try:
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        dataset = load_split(config.data, "train")
+        if len(dataset) < config.trainer.batch_size:
+            raise ConfigError(f"data: {len(dataset)} training images, fewer than trainer.batch_size="
+                              f"{config.trainer.batch_size}")
+        backbone = build_backbone(config.model)
+        method = build_method(config.method, backbone)
+        module = PretrainModule(
+            method,
+            build_recipe(config.augment, dataset.image_size),
+            config.optim,
+            batch_size=config.trainer.batch_size,
+            steps_per_epoch=len(dataset) // config.trainer.batch_size,
+            seed=config.seed,
+            channels_last=config.trainer.channels_last,
+        )
+        trainer = _build_trainer(config, run_dir)
+        data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        encoder = method.encoder().eval()
+        save_encoder(encoder, config.model, run_dir / ENCODER_FILE, method=config.method.name, run=config.name)
+    except BaseException as error:
+        _mark(run_dir, "failed", error=f"{type(error).__name__}: {error}", **resumed)
+        raise
+    _mark(run_dir, "finished", metrics=metrics, steps=trainer.global_step, **resumed)
+    return Run(run_dir, config, encoder, metrics)
+
+
+def _build_trainer(config: PretrainConfig, run_dir: Path) -> L.Trainer:
+    settings = config.trainer
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="epoch={epoch}",
+            auto_insert_metric_name=False,
+            every_n_epochs=settings.checkpoint_every_n_epochs,
+            save_top_k=-1,
+            save_last=True,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if settings.progress_bar:
+        callbacks.append(RichProgressBar())
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=settings.max_epochs,
+        max_steps=settings.max_steps,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy=settings.strategy,
+        precision=settings.precision,
+        deterministic=settings.deterministic,
+        log_every_n_steps=settings.log_every_n_steps,
+        logger=[
+            CSVLogger(run_dir, name="logs", version="csv"),
+            TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False),
+        ],
+        callbacks=callbacks,
+        enable_progress_bar=settings.progress_bar,
+        enable_model_summary=False,
+    )

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from augbench.augment.views import View
+from augbench.config import shipped_config
+from augbench.methods import build_method
+from augbench.models.backbones import BackboneConfig, build_backbone
+from augbench.train.pretrain import load_config
+
+PRESETS = ("moco_v2", "byol", "simclr", "simsiam")
+
+
+def _method(preset: str, *overrides: str):
+    config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), ["method.queue_size=32", *overrides])
+    backbone = build_backbone(BackboneConfig(width=0.125))
+    return build_method(config.method, backbone), config.method
+
+
+def _views(batch=8):
+    images = torch.rand(2, batch, 3, 16, 16)
+    return [View(images[0], {}), View(images[1], {})]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_return_a_finite_loss_and_named_logs(preset):
+    method, _ = _method(preset)
+    out = method(_views())
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert {"positive_similarity", "embedding_std"} <= set(out)
+
+
+def test_momentum_target_gets_no_gradient_and_follows_the_online_network():
+    method, _ = _method("byol")
+    method(_views())["loss"].backward()
+    assert all(p.grad is None for p in method.target_backbone.parameters())
+    assert any(p.grad is not None for p in method.backbone.parameters())
+    with torch.no_grad():
+        for p in method.backbone.parameters():
+            p.add_(1.0)
+    before = next(method.target_backbone.parameters()).clone()
+    logs = method.update_target(progress=0.0)
+    after = next(method.target_backbone.parameters())
+    assert logs["momentum"] == pytest.approx(0.99)
+    assert torch.allclose(after, before + 0.01 * (next(method.backbone.parameters()) - before), atol=1e-6)
+
+
+def test_byol_momentum_reaches_one_at_the_end():
+    method, _ = _method("byol")
+    assert method.update_target(progress=1.0)["momentum"] == pytest.approx(1.0)
+
+
+def test_simclr_backpropagates_through_both_views_and_simsiam_stops_the_target():
+    def gradient_from_key_view(preset):
+        method, _ = _method(preset)
+        views = _views()
+        views[1].images.requires_grad_(True)
+        z0 = method.projector(method.backbone(views[0].images))
+        z1 = method.projector(method.backbone(views[1].images))
+        keys = method._target_embeddings(views, [z0, z1], {1})
+        loss = method._pair_loss(method.predictor(z0), keys[1])
+        loss.backward()
+        return views[1].images.grad
+
+    assert gradient_from_key_view("simclr") is not None
+    assert gradient_from_key_view("simsiam") is None
+
+
+def test_moco_enqueues_the_keys_of_each_step():
+    method, _ = _method("moco_v2")
+    before = method.queue.keys.clone()
+    method(_views(batch=8))
+    assert method.queue.pointer.item() == 8
+    assert not torch.equal(method.queue.keys[:8], before[:8]) and torch.equal(method.queue.keys[8:], before[8:])
+
+
+def test_symmetric_loss_is_the_mean_of_both_directions():
+    from augbench.methods.losses import info_nce
+
+    method, config = _method("moco_v2", "method.symmetric=true")
+    method.eval()  # BN on running statistics, so the forward passes below repeat exactly
+    views = _views()
+    method.queue.push(torch.randn(20, method.queue.keys.shape[1]))
+    queue = method.queue.negatives()
+    out = method(views)
+    with torch.no_grad():
+        q = [method.projector(method.backbone(v.images)) for v in views]
+        k = [method.target_projector(method.target_backbone(v.images)) for v in views]
+    t = config.temperature
+    expected = (info_nce(q[0], k[1], queue, t) + info_nce(q[1], k[0], queue, t)) / 2
+    assert torch.allclose(out["loss"], expected, atol=1e-6)
+    assert method.queue.pointer.item() == (20 + 16) % 32  # both directions' keys were enqueued
+
+
+def test_two_views_are_required():
+    method, _ = _method("moco_v2")
+    with pytest.raises(ValueError, match="takes 2 views, got 3"):
+        method(_views() + _views()[:1])

@@ -1,0 +1,78 @@
+import pytest
+
+from augbench.config import shipped_config
+from augbench.errors import ConfigError
+from augbench.train.pretrain import load_config
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_preset_and_overrides_compose_in_order(tmp_path):
+    config, _ = load_config(shipped_config("methods/byol.yaml"), ["optim.lr=0.5", "method.symmetric=false"])
+    assert config.optim.name == "lars" and config.optim.lr == 0.5 and config.method.symmetric is False
+    assert config.method.predictor.enabled and config.data.name == "shapes_world"
+
+
+def test_base_files_are_inherited_relative_to_the_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "common.yaml", "seed: 7\ntrainer: {batch_size: 64}\n")
+    child = _write(tmp_path / "sub" / "child.yaml", "base: ../common.yaml\ntrainer: {max_epochs: 3}\n")
+    config, _ = load_config(child)
+    assert (config.seed, config.trainer.batch_size, config.trainer.max_epochs) == (7, 64, 3)
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = _write(tmp_path / "bad.yaml", "method:\n  name: siamese\n  temprature: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"{path}: method.temprature: Key 'temprature' not in 'SiameseConfig'"):
+        load_config(path)
+
+
+def test_wrong_type_names_the_key_and_the_file(tmp_path):
+    path = _write(tmp_path / "bad.yaml", "trainer:\n  batch_size: lots\n")
+    with pytest.raises(ConfigError, match=rf"{path}: trainer.batch_size: Value 'lots'"):
+        load_config(path)
+
+
+def test_bad_override_names_the_command_line():
+    with pytest.raises(ConfigError, match=r"command line: optim.lr: Value 'fast'"):
+        load_config(overrides=["optim.lr=fast"])
+    with pytest.raises(ConfigError, match=r"override 'optim.lr' is not of the form key=value"):
+        load_config(overrides=["optim.lr"])
+
+
+def test_semantic_errors_name_the_section():
+    with pytest.raises(ConfigError, match=r"command line: method: negatives='some'"):
+        load_config(overrides=["method.negatives=some"])
+    with pytest.raises(ConfigError, match=r"augment: recipe='moco_v3' is unknown"):
+        load_config(overrides=["augment.recipe=moco_v3"])
+
+
+def test_unknown_method_name_names_the_file(tmp_path):
+    path = _write(tmp_path / "m.yaml", "method: {name: dino}\n")
+    with pytest.raises(ConfigError, match=rf"{path}: method.name='dino' is unknown; known methods: \['siamese'\]"):
+        load_config(path)
+
+
+def test_missing_file_and_broken_yaml_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    broken = _write(tmp_path / "broken.yaml", "trainer: {batch_size: [\n")
+    with pytest.raises(ConfigError, match=rf"{broken}: not valid YAML"):
+        load_config(broken)
+    missing_base = _write(tmp_path / "child.yaml", "base: parent.yaml\n")
+    with pytest.raises(ConfigError, match=r"parent.yaml: config file not found \(base of"):
+        load_config(missing_base)
+
+
+def test_every_shipped_method_preset_loads_and_presets_share_their_keys():
+    import yaml
+
+    keys = None
+    for path in sorted(shipped_config("methods").glob("*.yaml")):
+        load_config(path)
+        method_keys = sorted(yaml.safe_load(path.read_text())["method"])
+        keys = keys or method_keys
+        assert method_keys == keys, path  # a comparison of two methods is a diff of two files

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from augbench.train.optim import OptimConfig, build_optimizer, parameter_groups, warmup_cosine
+
+
+def _model():
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+
+
+def test_learning_rate_scales_with_the_global_batch():
+    optimizer = build_optimizer(_model(), OptimConfig(name="sgd", lr=0.03), global_batch_size=512)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.06)
+
+
+def test_bn_and_biases_are_excluded_from_weight_decay_when_asked():
+    groups = parameter_groups(_model(), weight_decay=1e-4, exclude_bn_bias=True)
+    assert [len(g["params"]) for g in groups] == [2, 4]
+    assert groups[1]["weight_decay"] == 0.0
+    assert len(parameter_groups(_model(), 1e-4, exclude_bn_bias=False)) == 1
+
+
+def test_lars_skips_adaptation_for_excluded_parameters():
+    model = _model()
+    optimizer = build_optimizer(model, OptimConfig(name="lars", lr=0.1, weight_decay=1e-4, exclude_bn_bias=True), 256)
+    model(torch.randn(16, 4)).sum().backward()
+    bias_before = model[0].bias.detach().clone()
+    grad = model[0].bias.grad.clone()
+    optimizer.step()
+    # without adaptation the bias moves by exactly lr × grad (first momentum step)
+    assert torch.allclose(model[0].bias, bias_before - 0.1 * grad, atol=1e-7)
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, warmup_steps=10, total_steps=110) == pytest.approx(0.1)
+    assert warmup_cosine(9, warmup_steps=10, total_steps=110) == pytest.approx(1.0)
+    assert warmup_cosine(60, warmup_steps=10, total_steps=110) == pytest.approx(0.5)
+    assert warmup_cosine(110, warmup_steps=10, total_steps=110) == pytest.approx(0.0)
+    assert warmup_cosine(110, 0, 110, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_unknown_optimiser_is_named():
+    with pytest.raises(ValueError, match="name='adam'"):
+        OptimConfig(name="adam")

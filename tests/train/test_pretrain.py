@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from augbench.config import shipped_config
+from augbench.errors import ConfigError
+from augbench.models.io import load_encoder
+from augbench.train.pretrain import load_config, pretrain, read_status
+from tests.conftest import TINY_OVERRIDES
+
+PRESETS = ("moco_v2", "byol", "simclr", "simsiam")
+
+
+def _config(preset: str, tmp_path, *extra: str):
+    config, _ = load_config(
+        shipped_config(f"methods/{preset}.yaml"),
+        [*TINY_OVERRIDES, f"output_dir={tmp_path}", f"name={preset}", "method.queue_size=32", *extra],
+    )
+    return config
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_two_pretraining_steps_per_preset_write_a_finished_run(preset, tmp_path):
+    run = pretrain(_config(preset, tmp_path))
+    assert read_status(run.directory)["state"] == "finished"
+    assert read_status(run.directory)["steps"] == 2
+    assert (run.directory / "checkpoints" / "last.ckpt").is_file()
+    assert (run.directory / "logs" / "csv" / "metrics.csv").read_text().count("\n") >= 2
+    loaded, config = load_encoder(run.directory)
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded(images), run.encoder(images), atol=1e-6)
+    assert config == run.config.model
+
+
+def test_a_lightning_checkpoint_loads_as_the_same_encoder(tmp_path):
+    run = pretrain(_config("byol", tmp_path))
+    from_ckpt, _ = load_encoder(run.directory / "checkpoints" / "last.ckpt")
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(from_ckpt(images), run.encoder(images), atol=1e-6)
+
+
+def test_training_changes_the_weights_and_the_queue_is_checkpointed(tmp_path):
+    config = _config("moco_v2", tmp_path)
+    run = pretrain(config)
+    checkpoint = torch.load(run.directory / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["state_dict"]["method.queue.pointer"].item() == 2 * 16 % 32
+    assert "method.target_backbone.conv1.weight" in checkpoint["state_dict"]
+    torch.manual_seed(config.seed)
+    from augbench.models.backbones import build_backbone
+
+    untrained = build_backbone(config.model)
+    assert not torch.allclose(untrained.conv1.weight, run.encoder.conv1.weight)
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path):
+    config = _config("simclr", tmp_path)
+    pretrain(config)
+    encoder_bytes = (config.run_dir / "encoder.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="holds a finished run"):
+        pretrain(config)
+    assert (config.run_dir / "encoder.safetensors").read_bytes() == encoder_bytes
+
+
+def test_an_unfinished_run_resumes_from_its_last_checkpoint(tmp_path):
+    first = _config("moco_v2", tmp_path, "trainer.max_steps=-1", "trainer.max_epochs=1")
+    pretrain(first)
+    status = read_status(first.run_dir)
+    status["state"] = "failed"  # as a crash after the first epoch's checkpoint would leave it
+    (first.run_dir / "status.json").write_text(json.dumps(status))
+    (first.run_dir / "encoder.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"differs at \['trainer.max_epochs'\]"):
+        pretrain(_config("moco_v2", tmp_path, "trainer.max_steps=-1", "trainer.max_epochs=2"))
+    resumed = pretrain(first)
+    assert read_status(resumed.directory)["resumed_from"].endswith("last.ckpt")
+    assert read_status(resumed.directory)["state"] == "finished"
+
+
+def test_a_failing_run_is_marked_failed_with_its_error(tmp_path):
+    config = _config("moco_v2", tmp_path, "data.train_size=8")
+    with pytest.raises(ConfigError, match=r"8 training images, fewer than trainer\.batch_size=16"):
+        pretrain(config)
+    status = read_status(config.run_dir)
+    assert status["state"] == "failed" and "fewer than" in status["error"]
+    assert not (config.run_dir / "encoder.safetensors").exists()
