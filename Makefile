@@ -24,5 +24,20 @@ test-slow: $(BIN)/augbench
 lint: $(BIN)/augbench
 	$(BIN)/ruff check augbench tests benchmarks
 
+# The benchmarks' own venv: augbench plus its peers (lightly from PyPI, with its dependencies), pinned by
+# constraints.txt, kept apart so a peer's dependencies never enter augbench's environment.
+BENCH_VENV ?= benchmarks/.venv
+BENCH_BIN := $(BENCH_VENV)/bin
+
+$(BENCH_BIN)/lightly-installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/pip install --quiet --upgrade pip
+	$(BENCH_BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+	touch $@
+
+# Runs every benchmark and writes benchmarks/RESULTS.md (tens of minutes on two CPU cores).
+bench: $(BENCH_BIN)/lightly-installed
+	$(BENCH_BIN)/python benchmarks/run_all.py --python $(BENCH_BIN)/python
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) runs .pytest_cache

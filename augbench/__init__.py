@@ -12,8 +12,11 @@ _API = {
     "pretrain": "augbench.train.pretrain",
     "load_config": "augbench.train.pretrain",
     "evaluate": "augbench.evaluate.evaluate",
+    "sensitivity_table": "augbench.evaluate.probes",
     "load_encoder": "augbench.models.io",
     "quickstart": "augbench.quickstart",
+    "load_results": "augbench.analysis.store",
+    "run_benchmark": "augbench.benchmark",
 }
 
 

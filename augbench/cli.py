@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.logging import RichHandler
 
 from augbench.errors import AugbenchError
 
@@ -26,22 +28,25 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     results = evaluate(args.checkpoint, args.suite, overrides=args.overrides, device=args.device)
     console.print(results_table(results, title=f"{args.checkpoint} · suite {args.suite}"))
-    output = args.output or _default_output(Path(args.checkpoint), args.suite)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        results.to_csv(output, index=False)
-        console.print(f"results written to {output}")
+    # For an ARCH@FILE spec (augbench.models.external) the results go beside FILE.
+    weights = args.checkpoint if Path(args.checkpoint).exists() else args.checkpoint.rpartition("@")[2]
+    output = args.output or _default_output(Path(weights), args.suite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results.to_csv(output, index=False)
+    console.print(f"{len(results)} records written to {output}")
 
 
-def _default_output(checkpoint: Path, suite: str) -> Path | None:
-    run_dir = checkpoint if checkpoint.is_dir() else None
-    return run_dir / f"evaluation_{Path(suite).stem}.csv" if run_dir is not None else None
+def _default_output(checkpoint: Path, suite: str) -> Path:
+    """<run dir>/evaluation_<suite>.csv, or <checkpoint stem>.evaluation_<suite>.csv beside a checkpoint file."""
+    if checkpoint.is_dir():
+        return checkpoint / f"evaluation_{Path(suite).stem}.csv"
+    return checkpoint.with_name(f"{checkpoint.stem}.evaluation_{Path(suite).stem}.csv")
 
 
 def _quickstart(args: argparse.Namespace) -> None:
     from augbench.quickstart import quickstart
 
-    quickstart(Path(args.output_dir), console=console)
+    quickstart(Path(args.output_dir), args.overrides, console=console)
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -49,6 +54,48 @@ def _data(args: argparse.Namespace) -> None:
 
     path = preview(args.dataset, args.output, args.split, args.overrides)
     console.print(f"wrote {path}")
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    from augbench.analysis.tables import benchmark_table
+    from augbench.benchmark import run_benchmark
+
+    result = run_benchmark(args.config, small=args.small, overrides=args.overrides, device=args.device,
+                           max_cells=args.max_cells, console=console)
+    if not result.results.empty:
+        console.print(benchmark_table(result.results, title=f"{result.directory} (mean ± std over seeds)"))
+    states = ", ".join(f"{count} {state}" for state, count in sorted(result.states.items()))
+    console.print(f"cells: {states}; this runner ran {len(result.ran)} in {result.seconds:.0f} s. "
+                  f"Report: augbench report {result.directory}")
+
+
+def _results(args: argparse.Namespace) -> None:
+    from augbench.analysis.store import load_results
+    from augbench.analysis.tables import benchmark_table
+
+    results = load_results(args.path)
+    console.print(benchmark_table(results, title=f"{args.path}: {len(results)} evaluations (mean ± std over seeds)"))
+    if args.csv:
+        results.to_csv(args.csv, index=False)
+        console.print(f"wrote {args.csv}")
+    if args.parquet:
+        results.to_parquet(args.parquet, index=False)
+        console.print(f"wrote {args.parquet}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from augbench.analysis.report import write_report
+
+    html, markdown = write_report(args.directory, args.output)
+    console.print(f"wrote {html} and {markdown}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from augbench.models.io import export_backbone
+
+    output, config = export_backbone(args.checkpoint, args.format, args.output)
+    console.print(f"wrote {output}: a {args.format} {config.name} state dict (classifier removed); "
+                  f"normalise inputs with mean={list(config.mean)} std={list(config.std)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,14 +110,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a frozen encoder on an end-task suite")
     evaluate.add_argument("checkpoint", help="run directory, encoder .safetensors or .ckpt")
     evaluate.add_argument("--suite", default="quick", help="suite name (configs/suites/) or YAML path")
-    evaluate.add_argument("--output", type=Path, help="CSV to write (default: <run dir>/evaluation_<suite>.csv)")
+    evaluate.add_argument("--output", type=Path, help="CSV of one record per task and protocol (default: "
+                          "<run dir>/evaluation_<suite>.csv, or beside the checkpoint file)")
     evaluate.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda if available)")
     evaluate.add_argument("overrides", nargs="*", help="dot-list overrides of the suite, e.g. knn.k=200")
     evaluate.set_defaults(run=_evaluate)
 
     quick = commands.add_parser("quickstart", help="pretrain MoCo v2 and BYOL on Shapes World and compare them")
     quick.add_argument("--output-dir", default="runs/quickstart")
+    quick.add_argument("overrides", nargs="*", help="dot-list overrides of both runs, e.g. trainer.max_epochs=2")
     quick.set_defaults(run=_quickstart)
+
+    bench = commands.add_parser("benchmark", help="run or resume a grid of methods × datasets × seeds × suites")
+    bench.add_argument("config", help="benchmark YAML, e.g. configs/benchmarks/looc.yaml")
+    bench.add_argument("--small", action="store_true", help="merge the config's `small:` section (CPU size)")
+    bench.add_argument("--device", help="evaluation device (default: cuda if available)")
+    bench.add_argument("--max-cells", type=int, help="stop after running this many cells")
+    bench.add_argument("overrides", nargs="*", help="dot-list overrides of the benchmark config, e.g. seeds=[0]")
+    bench.set_defaults(run=_benchmark)
+
+    results = commands.add_parser("results", help="print and export a benchmark's results store")
+    results.add_argument("path", help="benchmark directory or its results.sqlite")
+    results.add_argument("--csv", type=Path, help="write every evaluation to this CSV file")
+    results.add_argument("--parquet", type=Path, help="write every evaluation to this Parquet file")
+    results.set_defaults(run=_results, overrides=[])
+
+    report = commands.add_parser("report", help="write a benchmark's HTML and Markdown report")
+    report.add_argument("directory", help="benchmark directory (holding results.sqlite)")
+    report.add_argument("--output", type=Path, help="HTML file to write (default: <directory>/report.html)")
+    report.set_defaults(run=_report, overrides=[])
+
+    export = commands.add_parser("export", help="write a run's backbone as a torchvision or timm state dict")
+    export.add_argument("checkpoint", help="run directory, encoder .safetensors or .ckpt")
+    export.add_argument("--format", required=True, choices=["torchvision", "timm"])
+    export.add_argument("--output", type=Path, required=True, help=".pth (torch.save) or .safetensors file to write")
+    export.set_defaults(run=_export, overrides=[])
 
     data = commands.add_parser("data", help="render a grid of a dataset's images with their labels")
     data.add_argument("dataset", help="dataset name, e.g. shapes_world or digits")
@@ -91,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    # augbench's own log lines (e.g. the load report of a checkpoint from another codebase) go to the console.
+    library_log = logging.getLogger("augbench")
+    if not library_log.handlers:
+        library_log.addHandler(RichHandler(console=console, show_time=False, show_path=False))
+        library_log.setLevel(logging.INFO)
     try:
         args.run(args)
     except (AugbenchError, FileNotFoundError, FileExistsError) as error:

@@ -8,6 +8,7 @@ reused rather than trained again; delete it to retrain.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,15 +26,20 @@ PRESETS = ("moco_v2", "byol")
 SUITE = "quick"
 
 
-def quickstart(output_dir: Path = Path("runs/quickstart"), console: Console | None = None) -> pd.DataFrame:
-    """Pretrain the presets, evaluate them and a random encoder; write results.csv and results.md."""
+def quickstart(
+    output_dir: Path = Path("runs/quickstart"), overrides: Sequence[str] = (), console: Console | None = None
+) -> pd.DataFrame:
+    """Pretrain the presets, evaluate them and a random encoder; write results.csv and results.md.
+
+    `overrides` (dot-list) apply to both runs, e.g. a shorter schedule for a smoke test.
+    """
     console = console or Console()
     start = time.perf_counter()
     results = []
     for preset in PRESETS:
         config, _ = load_config(
             [shipped_config(f"methods/{preset}.yaml"), shipped_config("quickstart.yaml")],
-            [f"name={preset}", f"output_dir={output_dir}"],
+            [f"name={preset}", f"output_dir={output_dir}", *overrides],
         )
         status = read_status(config.run_dir)
         if status and status["state"] == "finished":

@@ -29,3 +29,37 @@ def results_table(results: pd.DataFrame, title: str | None = None) -> Table:
 
 def results_markdown(results: pd.DataFrame) -> str:
     return pivot_results(results).round(1).reset_index().to_markdown(index=False)
+
+
+def mean_std_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Benchmark results as text cells "mean ± std" (over seeds): rows (task, protocol), columns encoders."""
+    keys = ["task", "protocol", "method", "pretrain_dataset"]
+    stats = results.groupby(keys, sort=False)["value"].agg(["mean", "std"]).reset_index()
+    stats["cell"] = [f"{m:.1f}" if pd.isna(s) else f"{m:.1f} ± {s:.1f}" for m, s in zip(stats["mean"], stats["std"])]
+    stats["encoder"] = stats["method"] + " · " + stats["pretrain_dataset"]
+    table = stats.pivot(index=["task", "protocol"], columns="encoder", values="cell")
+    table = table.reindex(index=list(dict.fromkeys(zip(stats["task"], stats["protocol"]))),
+                          columns=list(dict.fromkeys(stats["encoder"])))
+    table.index.names = ["task", "protocol"]
+    return table
+
+
+def benchmark_table(results: pd.DataFrame, title: str | None = None) -> Table:
+    """A rich table of a benchmark's results (see `mean_std_table`; invariance probes are left to the report),
+    its longer axis down the rows."""
+    table = Table(title=title)
+    if "kind" in results:
+        results = results[results["kind"].fillna("") != "invariance"]
+    if results.empty:
+        return table
+    cells = mean_std_table(results)
+    cells.index = [f"{task} · {protocol}" for task, protocol in cells.index]
+    corner = "task · protocol"
+    if len(cells.columns) > len(cells.index):
+        cells, corner = cells.T, "encoder"
+    table.add_column(corner)
+    for column in cells.columns:
+        table.add_column(str(column), justify="right")
+    for label, row in cells.iterrows():
+        table.add_row(str(label), *[v if isinstance(v, str) else "" for v in row])
+    return table

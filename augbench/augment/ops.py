@@ -8,10 +8,12 @@ device. `apply` is deterministic, so replaying recorded parameters reproduces
 a view exactly. Every op records an `applied` mask (B,) for its probability
 `p`, and parameters that mean "no change" where it was not applied.
 
-The photometric maths is kornia's torchvision-compatible functionals (they
-take one factor per image); geometric resampling is torchvision's roi_align
-(crops) and kornia's rotate. Per-image random order and probability handling
-are ours because neither library records them per image.
+The photometric maths is torchvision's, batched with one factor per image
+(colour jitter written as one pass per slot of its random order, since no
+library records per-image order; blur is kornia's); crops are
+resampled by grid_sample when enlarged and roi_align (anti-aliased) when
+shrunk, rotations by kornia's rotate. Apply on the device the images are on:
+no op loops over images in Python.
 """
 
 from __future__ import annotations
@@ -19,13 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
-from kornia.color import rgb_to_grayscale
-from kornia.enhance import (
-    adjust_brightness_accumulative,
-    adjust_contrast_with_mean_subtraction,
-    adjust_hue,
-    adjust_saturation_with_gray_subtraction,
-)
+import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import rotate
 from torch import Tensor
@@ -90,12 +86,33 @@ class RandomResizedCrop(Op):
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
         params = _on(params, images)
+        box = params["box"].to(images.dtype)  # (B, 4)
         height, width = images.shape[-2:]
+        if self.size >= max(height, width):
+            # Every crop is enlarged (or kept): one bilinear sample per output pixel, which is what roi_align
+            # does here too, and grid_sample's vectorised kernel is several times faster than roi_align's.
+            return _resample_boxes(images, box, self.size)
         scale = images.new_tensor([width, height, width, height])
         index = torch.arange(len(images), device=images.device, dtype=images.dtype)[:, None]
-        rois = torch.cat([index, params["box"].to(images.dtype) * scale], dim=1)
+        rois = torch.cat([index, box * scale], dim=1)
         # roi_align averages several samples per output pixel when shrinking: an anti-aliased resize.
         return roi_align(images, rois, output_size=self.size, aligned=True)
+
+
+def _resample_boxes(images: Tensor, box: Tensor, size: int) -> Tensor:
+    """Bilinear crops (B, C, size, size) of `box` (B, 4) = (x0, y0, x1, y1) in [0, 1], sampled at bin centres.
+
+    The same sample points and border clamping as roi_align(aligned=True) with
+    one sample per bin: the output pixel centre u ∈ (−1, 1) of affine_grid maps
+    to the normalised input coordinate (x1 − x0)·u + x0 + x1 − 1.
+    """
+    x0, y0, x1, y1 = box.unbind(dim=1)
+    zero = torch.zeros_like(x0)
+    theta = torch.stack(
+        [torch.stack([x1 - x0, zero, x0 + x1 - 1], dim=1), torch.stack([zero, y1 - y0, y0 + y1 - 1], dim=1)], dim=1
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, [len(images), images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class HorizontalFlip(Op):
@@ -109,7 +126,8 @@ class HorizontalFlip(Op):
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
         applied = _on(params, images)["applied"][:, None, None, None]
-        return torch.where(applied, images.flip(-1), images)
+        flipped = images.flip(-1)
+        return torch.where(applied, flipped, images, out=flipped)
 
 
 class ColorJitter(Op):
@@ -119,15 +137,16 @@ class ColorJitter(Op):
     shift in turns (fractions of the hue circle). Images not jittered get the
     identity [1, 1, 1, 0]. `order` (B, 4) is each image's permutation of the
     four adjustments.
+
+    The maths is torchvision's (`adjust_brightness`, `adjust_contrast`,
+    `adjust_saturation`, `adjust_hue`), written batched with one factor per
+    image: at each of the four slots of the order, every image makes its own
+    adjustment in one pass over the batch instead of one call per adjustment
+    on the images that chose it.
     """
 
     name = "color_jitter"
-    _adjustments = (
-        adjust_brightness_accumulative,
-        adjust_contrast_with_mean_subtraction,
-        adjust_saturation_with_gray_subtraction,
-        lambda images, turns: adjust_hue(images, turns * 2 * math.pi),
-    )
+    BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
 
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p: float = 0.8):
         self.brightness, self.contrast, self.saturation, self.hue, self.p = brightness, contrast, saturation, hue, p
@@ -148,13 +167,79 @@ class ColorJitter(Op):
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
         params = _on(params, images)
-        images = images.clone()
+        factors = params["factors"].to(images.dtype)  # (B, 4)
+        out = None  # allocated by the first adjustment, then updated in place: the input is never written
         for slot in range(4):
-            for adjustment, adjust in enumerate(self._adjustments):
-                rows = torch.nonzero(params["applied"] & (params["order"][:, slot] == adjustment))[:, 0]
-                if len(rows):
-                    images[rows] = adjust(images[rows], params["factors"][rows, adjustment].to(images.dtype))
-        return images
+            adjustment = torch.where(params["applied"], params["order"][:, slot], -1)  # (B,), -1: none
+            blends = (adjustment >= 0) & (adjustment != self.HUE)
+            if blends.any():
+                out = _blend_adjustments(images if out is None else out, adjustment, factors, blends, in_place=out)
+            rows = torch.nonzero(adjustment == self.HUE)[:, 0]
+            if len(rows):
+                out = images.clone() if out is None else out
+                out[rows] = shift_hue(out[rows], factors[rows, self.HUE])
+        return images if out is None else out
+
+
+def _blend_adjustments(images: Tensor, adjustment: Tensor, factors: Tensor, blends: Tensor,
+                       in_place: Tensor | None = None) -> Tensor:
+    """Brightness, contrast and saturation as torchvision's blends, each image with its own factor and target.
+
+    torchvision blends an image toward black (brightness), its mean grey level
+    (contrast) or its grey image (saturation): out = clamp(f·x + (1 − f)·ref).
+    Images with `blends` False get weight 1, and `torch.lerp` returns its end
+    point exactly at weight 1, so they pass through unchanged. The result goes
+    to `in_place` when given (which may be `images` itself).
+    """
+    column = adjustment.clamp(min=0)[:, None]
+    weight = torch.where(blends, factors.gather(1, column)[:, 0], 1.0)[:, None, None, None]  # (B, 1, 1, 1)
+    reference = _luma(images)  # (B, 1, H, W)
+    mean_gray = reference.mean(dim=(-2, -1), keepdim=True)
+    to_gray = (adjustment == ColorJitter.SATURATION)[:, None, None, None]
+    to_mean = (adjustment == ColorJitter.CONTRAST)[:, None, None, None]
+    torch.where(to_gray, reference, torch.where(to_mean, mean_gray, 0.0), out=reference)
+    # In place wherever possible: each fresh image-sized tensor costs page faults as well as memory traffic.
+    if in_place is None:
+        return torch.lerp(reference, images, weight).clamp_(0.0, 1.0)
+    return torch.lerp(reference, images, weight, out=in_place).clamp_(0.0, 1.0)
+
+
+def _luma(images: Tensor) -> Tensor:
+    """kornia's (and ITU-R 601's) grey level (B, 1, H, W) of RGB images, accumulated in one buffer."""
+    red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+    return (red * 0.299).add_(green, alpha=0.587).add_(blue, alpha=0.114)
+
+
+# Output channel n of the HSV→RGB formula f(n) = V − C·clamp(min(k, 4 − k), 0, 1), k = (n + 6·hue) mod 6.
+_HUE_CHANNEL_OFFSETS = (5.0, 3.0, 1.0)
+
+
+def shift_hue(images: Tensor, turns: Tensor) -> Tensor:
+    """Rotate the hue of images (B, 3, H, W) in [0, 1] by `turns` (B,) of the hue circle, as torchvision's adjust_hue.
+
+    A hue shift keeps the value V = max and the chroma C = max − min of each
+    pixel, so the HSV round trip reduces to the hue angle and the closed-form
+    HSV→RGB conversion: a third of the passes over the image that a full
+    RGB→HSV→RGB conversion (torchvision's, kornia's) makes. Temporaries are
+    reused in place for the same reason as in `_blend_adjustments`.
+    """
+    red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]  # (B, 1, H, W) each
+    # Elementwise over the three channel planes: a reduction over dim 1 (aminmax) is several times slower.
+    maximum = torch.maximum(red, green)
+    torch.maximum(maximum, blue, out=maximum)
+    chroma = torch.minimum(red, green)
+    torch.minimum(chroma, blue, out=chroma)
+    chroma.neg_().add_(maximum)
+    inverse = torch.where(chroma > 0, chroma, 1.0).reciprocal_()
+    # Hue in sextants [0, 6), by whichever channel holds the maximum, red first as in torchvision (and Pillow).
+    hue = torch.where(maximum == green, (blue - red).mul_(inverse).add_(2.0), (red - green).mul_(inverse).add_(4.0))
+    torch.where(maximum == red, (green - blue).mul_(inverse), hue, out=hue)
+    hue.add_(6.0 * turns.view(-1, 1, 1, 1))
+    offsets = images.new_tensor(_HUE_CHANNEL_OFFSETS).view(1, 3, 1, 1)
+    k = torch.add(hue, offsets).remainder_(6.0)  # (B, 3, H, W)
+    ramp = k.neg().add_(4.0)
+    torch.minimum(k, ramp, out=ramp)
+    return ramp.clamp_(0.0, 1.0).mul_(chroma).neg_().add_(maximum)
 
 
 class Grayscale(Op):
@@ -168,7 +253,7 @@ class Grayscale(Op):
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
         applied = _on(params, images)["applied"][:, None, None, None]
-        return torch.where(applied, rgb_to_grayscale(images).expand_as(images), images)
+        return torch.where(applied, _luma(images).expand_as(images), images)
 
 
 class GaussianBlur(Op):
@@ -207,7 +292,8 @@ class Solarize(Op):
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
         applied = _on(params, images)["applied"][:, None, None, None]
-        return torch.where(applied & (images >= self.threshold), 1 - images, images)
+        inverted = 1 - images
+        return torch.where(applied & (images >= self.threshold), inverted, images, out=inverted)
 
 
 class Rotate90(Op):

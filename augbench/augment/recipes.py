@@ -7,22 +7,41 @@ do (a blur kernel of 10 % of a 32-px image smears most of the object).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from augbench.augment.looc import ATOMIC_AUGMENTATIONS, LOOC_RECIPES
 from augbench.augment.ops import ColorJitter, GaussianBlur, Grayscale, HorizontalFlip, RandomResizedCrop, Solarize
 from augbench.augment.views import Pipeline, Recipe
+from augbench.errors import ConfigError
 
 
 @dataclass
 class AugmentConfig:
-    """`recipe` names one of RECIPES; `crop_size` defaults to the dataset's image size."""
+    """`recipe` names one of RECIPES, or `method` for views the method config describes (HAI's per-stage pairs,
+    SwAV's multi-crop); `crop_size` defaults to the dataset's image size. `augmentations` lists the atomic
+    augmentations (ATOMIC_AUGMENTATIONS) of the recipes of LOOC_RECIPES, which need at least one."""
 
     recipe: str = "moco_v2_32"
     crop_size: int | None = None
+    augmentations: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe={self.recipe!r} is unknown; known: {sorted(RECIPES)}")
+        known = sorted(RECIPES) + sorted(LOOC_RECIPES) + [METHOD_RECIPE]
+        if self.recipe not in known:
+            raise ValueError(f"recipe={self.recipe!r} is unknown; known: {known}")
+        unknown = [name for name in self.augmentations if name not in ATOMIC_AUGMENTATIONS]
+        if unknown:
+            raise ValueError(f"augmentations={list(self.augmentations)}: {unknown} unknown; "
+                             f"known: {sorted(ATOMIC_AUGMENTATIONS)}")
+        if len(set(self.augmentations)) != len(self.augmentations):
+            raise ValueError(f"augmentations={list(self.augmentations)}: each augmentation may appear once")
+        if self.recipe in LOOC_RECIPES and not self.augmentations:
+            raise ValueError(f"augmentations=[]: recipe {self.recipe!r} needs at least one of "
+                             f"{sorted(ATOMIC_AUGMENTATIONS)}")
+        if self.augmentations and self.recipe not in LOOC_RECIPES:
+            raise ValueError(f"augmentations={list(self.augmentations)}: only the recipes {sorted(LOOC_RECIPES)} "
+                             f"take a list of augmentations, not {self.recipe!r}")
 
 
 def moco_v2(size: int, blur: bool = True) -> Recipe:
@@ -74,5 +93,18 @@ RECIPES: dict[str, Callable[[int], Recipe]] = {
 }
 
 
-def build_recipe(config: AugmentConfig, image_size: int) -> Recipe:
-    return RECIPES[config.recipe](config.crop_size or image_size)
+METHOD_RECIPE = "method"
+
+
+def build_recipe(config: AugmentConfig, image_size: int, method: Any = None) -> Recipe:
+    """The recipe `config` names; `augment.recipe: method` asks the method config's `views(image_size)` for it."""
+    size = config.crop_size or image_size
+    if config.recipe in LOOC_RECIPES:
+        return LOOC_RECIPES[config.recipe](size, list(config.augmentations))
+    if config.recipe != METHOD_RECIPE:
+        return RECIPES[config.recipe](size)
+    if not hasattr(method, "views"):
+        name = getattr(method, "name", None)
+        raise ConfigError(f"augment.recipe={METHOD_RECIPE!r}: method {name!r} describes no views of its own; "
+                          f"choose one of {sorted(RECIPES)}")
+    return method.views(size)

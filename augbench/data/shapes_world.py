@@ -3,7 +3,13 @@
 Each image holds one object (or several, for counting) whose generating
 factors are all returned as labels: shape class, hue (continuous and binned),
 orientation (continuous and binned), scale, position, texture, background and
-object count, plus a per-pixel instance mask. Textures and backgrounds come
+object count, plus a per-pixel instance mask. Labels derived from the
+rendering serve the pixel-wise and localisation tasks: the object's bounding
+box, a foreground mask, a semantic map (shape class per pixel), an edge map
+and a distance-to-edge map. With `variants` > 1 each shape comes in that many
+fine-grained variants (the template squashed along its own axis) and
+`shape_variant` names the pair; `variants: 1` renders exactly the images of
+earlier versions for the same seed. Textures and backgrounds come
 from real photographs that ship inside scikit-image (no download) and from
 procedural patterns, so the images carry natural-image statistics while every
 factor stays known.
@@ -23,6 +29,7 @@ import numpy as np
 import skimage.data
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from skimage.color import gray2rgb, hsv2rgb
 from torchvision.ops import roi_align
 
@@ -37,7 +44,8 @@ SEEN_PHOTOS = PHOTOS[:6]
 HELD_OUT_PHOTOS = PHOTOS[6:]
 BACKGROUND_KINDS = ("photo", "flat")
 SHAPES_WORLD_LABELS = ("shape", "hue", "hue_bin", "orientation", "orientation_bin", "scale", "position", "texture",
-                       "background", "count", "mask")
+                       "background", "count", "mask", "box", "foreground", "semantic", "edges", "distance", "variant",
+                       "shape_variant")
 _CHUNK = 1024
 
 
@@ -66,6 +74,8 @@ class ShapesWorldConfig:
     objects: list[int] = field(default_factory=lambda: [1, 1])
     hue_bins: int = 12
     orientation_bins: int = 8
+    variants: int = 1
+    variant_squash: float = 0.35
 
     def __post_init__(self):
         _check_names("shapes", self.shapes, SHAPES)
@@ -79,6 +89,9 @@ class ShapesWorldConfig:
             raise ValueError(f"objects={list(self.objects)}: expected [min, max] with 1 <= min <= max")
         if self.image_size < 8:
             raise ValueError(f"image_size={self.image_size}: must be at least 8")
+        if self.variants < 1 or not 0 <= self.variant_squash < 1:
+            raise ValueError(f"variants={self.variants}, variant_squash={self.variant_squash}: expected variants >= 1 "
+                             "and 0 <= variant_squash < 1")
 
     def split_size(self, split: str) -> int:
         return {"train": self.train_size, "val": self.val_size, "test": self.test_size}[split]
@@ -98,6 +111,9 @@ def load_shapes_world(config: ShapesWorldConfig, split: str) -> ImageDataset:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
     rng = np.random.default_rng([config.seed, SPLITS.index(split)])
     factors = _sample_factors(config, config.split_size(split), rng)
+    # Variants come from a stream of their own, so adding them leaves every other factor (and image) unchanged.
+    variant_rng = np.random.default_rng([config.seed, SPLITS.index(split), 1])
+    factors["variant"] = variant_rng.integers(0, config.variants, size=len(factors["shape"]))
     images, masks = [], []
     for start in range(0, len(factors["shape"]), _CHUNK):
         chunk = {k: v[start : start + _CHUNK] for k, v in factors.items()}
@@ -118,17 +134,53 @@ def load_shapes_world(config: ShapesWorldConfig, split: str) -> ImageDataset:
         "background": torch.from_numpy(factors["background"]),
         "count": torch.from_numpy(factors["count"]),
         "mask": torch.cat(masks) if masks else torch.zeros(0, config.image_size, config.image_size, dtype=torch.uint8),
+        "variant": torch.from_numpy(factors["variant"]),
+        "shape_variant": torch.from_numpy(factors["shape"] * config.variants + factors["variant"]),
     }
+    labels |= _mask_labels(labels["mask"], labels["shape"])
     classes = {
         "shape": list(config.shapes),
         "texture": list(config.textures),
         "background": _background_names(config),
         "hue_bin": [f"{360 * i / config.hue_bins:.0f}°" for i in range(config.hue_bins)],
         "orientation_bin": [f"{360 * i / config.orientation_bins:.0f}°" for i in range(config.orientation_bins)],
+        "shape_variant": [f"{shape}/{v}" for shape in config.shapes for v in range(config.variants)],
     }
     size = config.image_size
     empty = torch.zeros(0, 3, size, size, dtype=torch.uint8)
     return ImageDataset("shapes_world", split, torch.cat(images) if images else empty, labels, classes)
+
+
+def _mask_labels(instance: torch.Tensor, shape: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Labels read off the rendered instance mask (N, H, W).
+
+    `box` (N, 4) is object 0's (x0, y0, x1, y1) pixel extent as fractions of
+    the side; `semantic` is 0 on the background and shape + 1 on objects;
+    `edges` marks pixels whose 3×3 neighbourhood holds two instance ids;
+    `distance` is each pixel's Euclidean distance to the nearest edge pixel
+    as a fraction of the side (SciPy's exact EDT).
+    """
+    n, size = instance.shape[0], instance.shape[-1]
+    first = instance == 1
+    cols, rows = first.any(dim=1), first.any(dim=2)  # (N, W), (N, H)
+    ticks = torch.arange(size)
+    def extent(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low = torch.where(hit, ticks, size).amin(dim=1)
+        high = torch.where(hit, ticks + 1, 0).amax(dim=1)
+        return low, high
+    (x0, x1), (y0, y1) = extent(cols), extent(rows)
+    box = torch.stack([x0, y0, x1, y1], dim=1).float() / size
+    ids = instance.float()[:, None]
+    edges = (F.max_pool2d(ids, 3, 1, 1) != -F.max_pool2d(-ids, 3, 1, 1))[:, 0]
+    distance = np.stack([ndimage.distance_transform_edt(~e) for e in edges.numpy()]) if n else np.zeros((0, size, size))
+    foreground = (instance > 0).to(torch.uint8)
+    return {
+        "box": box,
+        "foreground": foreground,
+        "semantic": foreground * (shape.to(torch.uint8)[:, None, None] + 1),
+        "edges": edges.to(torch.uint8),
+        "distance": torch.from_numpy(distance).float() / size,
+    }
 
 
 def _background_names(config: ShapesWorldConfig) -> list[str]:
@@ -191,6 +243,10 @@ def _render(config: ShapesWorldConfig, f: dict[str, np.ndarray]) -> tuple[torch.
     for k in range(f["orientation"].shape[1]):
         present = torch.from_numpy(f["count"] > k).float()[:, None, None, None]
         pose = _pose_matrices(f["position"][:, k], f["scale"][:, k], f["orientation"][:, k])
+        if config.variants > 1:
+            # Variant v squashes the template along its own x axis by 1 - squash·v/(variants-1).
+            squash = 1 - config.variant_squash * f["variant"] / (config.variants - 1)
+            pose[:, 0] /= torch.from_numpy(squash).float()[:, None]
         grid = F.affine_grid(pose, [n, 1, size, size], align_corners=False)
         alpha = F.grid_sample(templates, grid, mode="bilinear", padding_mode="zeros", align_corners=False) * present
         image = image * (1 - alpha) + fill * alpha

@@ -1,17 +1,25 @@
-"""Evaluation protocols on cached frozen features: kNN and a fast linear probe.
+"""Evaluation protocols on cached frozen features: kNN, fast linear (logistic or ridge), an MLP head, few-shot.
 
-Both take features (N, D) and integer labels (N,) and return test
-predictions together with the settings that produced them, so every result
-can carry its full protocol.
+Each takes features (N, D) and targets and returns a predictor for new
+features together with the settings it chose, so every result can carry its
+full protocol and one fitted model can score many test sets (clean,
+corrupted, shifted). Protocols that run the encoder itself (SGD linear with
+augmentation, fine-tuning, the dense head) live in `training` and `dense`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+Predictor = Callable[[Tensor], Tensor]
+FEW_SHOT_CLASSIFIERS = ("prototype", "logistic")
 
 
 @dataclass
@@ -77,7 +85,15 @@ def linear_predict(
     train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], test: Tensor, num_classes: int, config: LinearConfig
 ) -> tuple[Tensor, dict]:
     """Test predictions and {"weight_decay": chosen, "val_accuracy": {wd: acc}}."""
-    mean, std = train[0].mean(dim=0), train[0].std(dim=0).clamp_min(1e-6)
+    predict, chosen = fit_linear_classifier(train, val, num_classes, config)
+    return predict(test), chosen
+
+
+def fit_linear_classifier(
+    train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], num_classes: int, config: LinearConfig
+) -> tuple[Predictor, dict]:
+    """A class predictor and {"weight_decay": chosen, "val_accuracy": {wd: acc}}."""
+    mean, std = train[0].float().mean(dim=0), train[0].float().std(dim=0).clamp_min(1e-6)
 
     def scores(features: Tensor, weights: Tensor) -> Tensor:
         standardised = (features - mean) / std
@@ -91,4 +107,126 @@ def linear_predict(
         sweep[weight_decay] = accuracy
         if accuracy > best_accuracy:
             best, best_accuracy = (weight_decay, weights), accuracy
-    return scores(test, best[1]).argmax(1), {"weight_decay": best[0], "val_accuracy": sweep}
+    return (lambda features: scores(features, best[1]).argmax(1)), {"weight_decay": best[0], "val_accuracy": sweep}
+
+
+def knn_classifier(bank: Tensor, bank_labels: Tensor, num_classes: int, config: KNNConfig) -> Predictor:
+    return lambda queries: knn_predict(bank, bank_labels, queries, num_classes, config)
+
+
+def fit_ridge(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], config: LinearConfig) -> tuple[Predictor, dict]:
+    """Ridge regression of targets (N, K) on standardised features, the penalty chosen on val.
+
+    Minimises mean ½‖x·W + b − y‖² + weight_decay·‖W‖²/2 in closed form
+    (float64 normal equations; D is a few thousand at most), so the sweep
+    reuses one Gram matrix. The chosen penalty has the lowest val MSE.
+    """
+    features, targets = train[0].double(), train[1].double().reshape(len(train[0]), -1)
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    x = (features - mean) / std
+    target_mean = targets.mean(0)
+    gram, moment = x.T @ x / len(x), x.T @ (targets - target_mean) / len(x)
+    identity = torch.eye(len(gram), dtype=gram.dtype)
+
+    def predictor(weights: Tensor) -> Predictor:
+        return lambda queries: (((queries.double() - mean) / std) @ weights + target_mean).float()
+
+    best, sweep = None, {}
+    val_targets = val[1].double().reshape(len(val[0]), -1)
+    for weight_decay in config.weight_decays:
+        weights = torch.linalg.solve(gram + weight_decay * identity, moment)
+        error = (predictor(weights)(val[0]).double() - val_targets).pow(2).mean().item()
+        sweep[weight_decay] = error
+        if best is None or error < sweep[best[0]]:
+            best = (weight_decay, weights)
+    return predictor(best[1]), {"weight_decay": best[0], "val_mse": sweep}
+
+
+@dataclass
+class MLPConfig:
+    """A two-layer MLP on standardised cached features, trained by Adam for a fixed budget (ViRB's two-frame head)."""
+
+    hidden: int = 512
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+def fit_mlp(train: tuple[Tensor, Tensor], num_outputs: int, classify: bool, config: MLPConfig,
+            seed: int) -> Predictor:
+    """Class predictions (classify) or regression outputs (N, num_outputs) of an MLP trained on `train`."""
+    generator = torch.Generator().manual_seed(seed)
+    features, targets = train
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(features.shape[1], config.hidden), nn.BatchNorm1d(config.hidden), nn.ReLU(),
+                          nn.Linear(config.hidden, num_outputs))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    inputs = (features - mean) / std
+    targets = targets if classify else targets.float().reshape(len(targets), -1)
+    loss_of = F.cross_entropy if classify else F.mse_loss
+    for _ in range(config.epochs):
+        for batch in torch.randperm(len(inputs), generator=generator).split(config.batch_size):
+            if len(batch) < 2:  # BatchNorm needs two samples
+                continue
+            optimizer.zero_grad()
+            loss_of(model(inputs[batch]), targets[batch]).backward()
+            optimizer.step()
+    model.eval()
+
+    @torch.no_grad()
+    def predict(queries: Tensor) -> Tensor:
+        outputs = model((queries - mean) / std)
+        return outputs.argmax(1) if classify else outputs
+
+    return predict
+
+
+@dataclass
+class FewShotConfig:
+    """N-way K-shot episodes; `classifier` is "prototype" (cosine to class means of L2-normalised features,
+    as in SimpleShot) or "logistic" (L-BFGS logistic regression on the support set, `weight_decay`)."""
+
+    classifier: str = "prototype"
+    weight_decay: float = 1e-2
+    max_iter: int = 50
+
+    def __post_init__(self):
+        if self.classifier not in FEW_SHOT_CLASSIFIERS:
+            raise ValueError(f"classifier={self.classifier!r}: expected one of {list(FEW_SHOT_CLASSIFIERS)}")
+
+
+def few_shot_accuracies(features: Tensor, labels: Tensor, ways: int, shots: int, queries: int, episodes: int,
+                        seed: int, config: FewShotConfig) -> np.ndarray:
+    """Accuracy (%) of each of `episodes` episodes, each with its own classes, support and query images."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels.numpy())
+    members = {c: np.flatnonzero(labels.numpy() == c) for c in classes}
+    short = {int(c): len(m) for c, m in members.items() if len(m) < shots + queries}
+    if len(classes) < ways or short:
+        raise ValueError(f"few-shot {ways}-way {shots}-shot with {queries} queries needs {ways} classes of "
+                         f"{shots + queries} images; got {len(classes)} classes, short: {short}")
+    features = F.normalize(features.float(), dim=1)
+    accuracies = np.empty(episodes)
+    for episode in range(episodes):
+        chosen = rng.choice(classes, size=ways, replace=False)
+        picks = [rng.choice(members[c], size=shots + queries, replace=False) for c in chosen]
+        support = torch.from_numpy(np.concatenate([p[:shots] for p in picks]))
+        query = torch.from_numpy(np.concatenate([p[shots:] for p in picks]))
+        support_labels = torch.arange(ways).repeat_interleave(shots)
+        query_labels = torch.arange(ways).repeat_interleave(queries)
+        if config.classifier == "prototype":
+            prototypes = F.normalize(features[support].reshape(ways, shots, -1).mean(1), dim=1)
+            predictions = (features[query] @ prototypes.T).argmax(1)
+        else:
+            weights = fit_logistic_regression(features[support], support_labels, ways, config.weight_decay,
+                                              config.max_iter)
+            predictions = (features[query] @ weights[:-1] + weights[-1]).argmax(1)
+        accuracies[episode] = (predictions == query_labels).float().mean().item() * 100
+    return accuracies
+
+
+def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95 % confidence interval, 1.96·s/√n."""
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))

@@ -5,10 +5,16 @@ from __future__ import annotations
 from torch import nn
 
 from augbench.methods.base import Method
+from augbench.methods.hai import HAIConfig, HAIMethod
+from augbench.methods.looc import LooCConfig, LooCMethod
 from augbench.methods.siamese import SiameseConfig, SiameseMethod
+from augbench.methods.swav import SwAVConfig, SwAVMethod
 
 METHODS: dict[str, tuple[type, type[Method]]] = {
     "siamese": (SiameseConfig, SiameseMethod),
+    "hai": (HAIConfig, HAIMethod),
+    "swav": (SwAVConfig, SwAVMethod),
+    "looc": (LooCConfig, LooCMethod),
 }
 
 

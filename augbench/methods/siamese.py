@@ -19,6 +19,13 @@ loss compares q_i with the target embedding k_j:
 `symmetric` adds the pair (1, 0). The loss is the mean over pairs, so that
 symmetric and one-way presets share a scale under the same optimiser (BYOL's
 paper sums the two directions, i.e. twice this loss).
+
+Under DDP each rank holds a slice of the global batch. The queue is fed with
+the keys of every rank (so it is the same on all ranks); batch negatives are
+the embeddings of the global batch, gathered with gradients; the EMA target
+follows the online weights, which DDP keeps identical on all ranks. With
+batch statistics made global too (SyncBatchNorm), W ranks compute what one
+process computes on the global batch.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from torch import Tensor, nn
 
 from augbench.augment.views import View
 from augbench.methods.base import Method
+from augbench.methods.distributed import gather_no_grad, gather_with_grad, is_distributed, rank
 from augbench.methods.losses import info_nce, normalized_mse, nt_xent
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
@@ -98,7 +106,7 @@ class SiameseMethod(Method):
         keys = self._target_embeddings(views, projections, {j for _, j in pairs})
         losses = [self._pair_loss(queries[i], keys[j]) for i, j in pairs]
         if self.config.negatives == "queue":
-            self.queue.push(torch.cat([keys[j] for _, j in pairs]))
+            self.queue.push(torch.cat([gather_no_grad(keys[j]) for _, j in pairs]))
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in pairs]).mean()
             spread = F.normalize(projections[0], dim=1).std(dim=0).mean()
@@ -114,6 +122,8 @@ class SiameseMethod(Method):
         if self.config.negatives == "queue":
             return info_nce(query, key, self.queue.negatives(), self.config.temperature)
         if self.config.negatives == "batch":
+            if is_distributed():
+                return _nt_xent_across_ranks(query, key, self.config.temperature)
             return nt_xent(query, key, self.config.temperature)
         return normalized_mse(query, key)
 
@@ -124,3 +134,22 @@ class SiameseMethod(Method):
         ema_update(self.target_backbone, self.backbone, momentum)
         ema_update(self.target_projector, self.projector, momentum)
         return {"momentum": momentum}
+
+
+def _nt_xent_across_ranks(query: Tensor, key: Tensor, temperature: float) -> Tensor:
+    """`nt_xent` for this rank's anchors against the embeddings of every rank (2·W·N − 2 negatives).
+
+    query, key: (N, D), this rank's slice of the global batch. The positive of
+    local anchor i sits at global column rank·N + i. The gathers carry
+    gradients back to the rank that owns each embedding, and DDP averages the
+    ranks' gradients, so the update equals nt_xent over the global batch.
+    """
+    offset = rank() * len(query)
+    query = F.normalize(query, dim=1)
+    all_keys = F.normalize(gather_with_grad(key), dim=1)  # (W·N, D)
+    all_queries = gather_with_grad(query)  # (W·N, D)
+    positives = torch.arange(len(query), device=query.device) + offset
+    itself = F.one_hot(positives, len(all_queries)).bool()  # (N, W·N): each anchor's own column
+    to_queries = (query @ all_queries.T).masked_fill(itself, float("-inf"))
+    logits = torch.cat([query @ all_keys.T, to_queries], dim=1) / temperature  # (N, 2·W·N)
+    return F.cross_entropy(logits, positives)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import torch
 
 from augbench.augment.views import Recipe, to_float
+from augbench.errors import AugbenchError
 from augbench.methods.base import Method
+from augbench.train.checkpoint import restore_rng_state, rng_state
 from augbench.train.optim import OptimConfig, build_optimizer, build_scheduler
+
+
+class DivergedError(AugbenchError, FloatingPointError):
+    """The loss became NaN or infinite; training stopped before the bad step changed any weight."""
+
+    def __init__(self, step: int, loss: float, last_checkpoint: str | None = None):
+        self.step, self.loss, self.last_checkpoint = step, loss, last_checkpoint
+        where = f"last good checkpoint: {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+        super().__init__(f"loss is {loss} at step {step}; training stopped ({where})")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -16,14 +29,23 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class PretrainModule(L.LightningModule):
-    """`batch_size` is the global batch over all devices; it sets the learning rate and the schedule."""
+    """`batch_size` is the global batch over all devices; it sets the learning rate and the schedule.
+
+    `collapse_threshold`: when the method's `embedding_std` (the mean over
+    dimensions of the per-dimension std of the L2-normalised embeddings; about
+    1/√D when healthy, 0 when every image maps to one point) falls below it,
+    training warns once and logs `train/collapsed` = 1 for each such step.
+    Checkpoints carry the global RNG states (Python, NumPy, torch) of rank 0.
+    """
 
     def __init__(self, method: Method, recipe: Recipe, optim: OptimConfig, batch_size: int, steps_per_epoch: int,
-                 seed: int, channels_last: bool = True):
+                 seed: int, channels_last: bool = True, collapse_threshold: float = 0.0):
         super().__init__()
         self.method, self.recipe, self.optim = method, recipe, optim
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.seed, self.channels_last = seed, channels_last
+        self.collapse_threshold = collapse_threshold
+        self._warned_collapse = False
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
 
@@ -41,17 +63,42 @@ class PretrainModule(L.LightningModule):
         out = self.method(batch["views"])
         loss = out["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}")
+            raise DivergedError(self.global_step, loss.item())
         size = len(batch["image"])
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
         self.log_dict({f"train/{k}": v for k, v in out.items() if k != "loss"}, batch_size=size)
+        if "embedding_std" in out:
+            self._check_collapse(float(out["embedding_std"]), size)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        progress = self.global_step / max(1, self.trainer.estimated_stepping_batches)
-        logs = self.method.update_target(progress)
+    def _check_collapse(self, embedding_std: float, batch_size: int) -> None:
+        collapsed = embedding_std < self.collapse_threshold
+        self.log("train/collapsed", float(collapsed), batch_size=batch_size)
+        if collapsed and not self._warned_collapse:
+            self._warned_collapse = True
+            warnings.warn(
+                f"representation collapse at step {self.global_step}: embedding_std={embedding_std:.3g} is below "
+                f"trainer.collapse_threshold={self.collapse_threshold} (every image maps to nearly the same "
+                "embedding; logged as train/collapsed)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_state"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_state" in checkpoint:
+            restore_rng_state(checkpoint["rng_state"])
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        # The target update belongs to the optimiser step: Lightning runs checkpoint callbacks before the
+        # module's on_train_batch_end, so an update made there would be missing from that step's checkpoint.
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        steps_done = self.global_step + 1  # Lightning counts this step once the hook returns
+        logs = self.method.update_target(steps_done / max(1, self.trainer.estimated_stepping_batches))
         if logs:
-            self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=len(batch["image"]))
+            self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=self.batch_size)
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.method, self.optim, self.batch_size)

@@ -4,12 +4,18 @@ A run lives in `output_dir/name/`:
 
     config.yaml           the resolved config
     status.json           {"state": "running" | "failed" | "finished", ...}
-    checkpoints/          one Lightning checkpoint per epoch and last.ckpt
+    checkpoints/          one Lightning checkpoint per epoch, the latest of every
+                          `trainer.checkpoint_every_n_steps` steps, and last.ckpt
     logs/csv/metrics.csv  and logs/tensorboard/: the logged losses
     encoder.safetensors   the trained backbone, written once training finished
 
 A directory whose status is not "finished" did not finish; running the same
-config again resumes it from checkpoints/last.ckpt.
+config again resumes it from checkpoints/last.ckpt. A checkpoint holds the
+model with its EMA target and queues, the optimiser, the schedule, the RNG
+states and the data order's position, so with `trainer.deterministic=true` a
+run killed at any step and resumed ends with the same weights, bit for bit on
+CPU, as one never interrupted. Checkpoints are written to a temporary file and
+renamed, and read with `torch.load(weights_only=True)` (see checkpoint.py).
 """
 
 from __future__ import annotations
@@ -23,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -37,8 +42,10 @@ from augbench.data import ImageDataset, dataset_config_type, load_split
 from augbench.methods import build_method, method_config_type
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import ENCODER_FILE, save_encoder
-from augbench.train.module import PretrainModule
+from augbench.train.checkpoint import AtomicCheckpointIO
+from augbench.train.module import DivergedError, PretrainModule
 from augbench.train.optim import OptimConfig
+from augbench.train.sampler import ResumableBatchSampler
 
 STATUS_FILE = "status.json"
 CONFIG_FILE = "config.yaml"
@@ -46,7 +53,14 @@ CONFIG_FILE = "config.yaml"
 
 @dataclass
 class TrainerConfig:
-    """Lightning settings. `batch_size` is global: each of the devices × nodes processes an equal share."""
+    """Lightning settings. `batch_size` is global: each of the devices × nodes processes an equal share.
+
+    Distributed training: `devices` per node, `num_nodes`, `strategy=ddp` and
+    `sync_batchnorm` (BatchNorm statistics over the global batch; CUDA only in
+    torch). `checkpoint_every_n_steps` (0: off) keeps the latest step
+    checkpoint for resuming preempted runs. `collapse_threshold` is the
+    embedding std below which training warns of representation collapse.
+    """
 
     max_epochs: int = 100
     max_steps: int = -1
@@ -59,6 +73,9 @@ class TrainerConfig:
     num_workers: int = 0
     log_every_n_steps: int = 10
     checkpoint_every_n_epochs: int = 1
+    checkpoint_every_n_steps: int = 100
+    sync_batchnorm: bool = False
+    collapse_threshold: float = 0.01
     deterministic: bool = False
     channels_last: bool = True
     progress_bar: bool = True
@@ -68,6 +85,8 @@ class TrainerConfig:
             raise ValueError(f"batch_size={self.batch_size}: contrastive batches need at least 2 images")
         if self.max_epochs < 1 and self.max_steps < 1:
             raise ValueError("set max_epochs or max_steps to a positive number")
+        if self.checkpoint_every_n_steps < 0:
+            raise ValueError(f"checkpoint_every_n_steps={self.checkpoint_every_n_steps}: must be 0 (off) or positive")
 
 
 @dataclass
@@ -157,27 +176,40 @@ def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
 
 
 class _TrainData(L.LightningDataModule):
+    """Batches from a ResumableBatchSampler; its position (global batches trained) travels in checkpoints."""
+
     def __init__(self, dataset: ImageDataset, batch_size: int, num_workers: int, seed: int):
         super().__init__()
         self.dataset, self.batch_size, self.num_workers, self.seed = dataset, batch_size, num_workers, seed
+        self.next_batch = 0
 
     def train_dataloader(self) -> DataLoader:
         world = self.trainer.world_size
         if self.batch_size % world:
             raise ConfigError(f"trainer.batch_size={self.batch_size} is not divisible by the {world} processes")
+        sampler = ResumableBatchSampler(len(self.dataset), self.batch_size, self.seed, self.trainer.global_rank, world)
+        sampler.next_batch = self.next_batch
         return DataLoader(
             self.dataset,
-            batch_size=self.batch_size // world,
-            shuffle=True,
-            drop_last=True,
+            batch_sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def state_dict(self) -> dict:
+        # Without gradient accumulation one optimiser step consumes one global batch.
+        return {"next_batch": self.trainer.global_step}
 
-def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = ()) -> Run:
-    """Pretrain the encoder a config describes; resumes an unfinished run of the same config."""
+    def load_state_dict(self, state: dict) -> None:
+        self.next_batch = state["next_batch"]
+
+
+def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (), callbacks: Sequence[Callback] = ()
+             ) -> Run:
+    """Pretrain the encoder a config describes; resumes an unfinished run of the same config.
+
+    `callbacks` are extra Lightning callbacks (monitoring, profiling) added to the trainer.
+    """
     if not isinstance(config, PretrainConfig):
         config, _ = load_config(config, overrides)
     elif overrides:
@@ -197,16 +229,21 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = ())
         method = build_method(config.method, backbone)
         module = PretrainModule(
             method,
-            build_recipe(config.augment, dataset.image_size),
+            build_recipe(config.augment, dataset.image_size, config.method),
             config.optim,
             batch_size=config.trainer.batch_size,
             steps_per_epoch=len(dataset) // config.trainer.batch_size,
             seed=config.seed,
             channels_last=config.trainer.channels_last,
+            collapse_threshold=config.trainer.collapse_threshold,
         )
-        trainer = _build_trainer(config, run_dir)
+        trainer = _build_trainer(config, run_dir, callbacks)
         data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        except DivergedError as error:
+            last = run_dir / "checkpoints" / "last.ckpt"
+            raise DivergedError(error.step, error.loss, str(last) if last.is_file() else None) from None
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         encoder = method.encoder().eval()
         save_encoder(encoder, config.model, run_dir / ENCODER_FILE, method=config.method.name, run=config.name)
@@ -217,7 +254,7 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = ())
     return Run(run_dir, config, encoder, metrics)
 
 
-def _build_trainer(config: PretrainConfig, run_dir: Path) -> L.Trainer:
+def _build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
     settings = config.trainer
     callbacks = [
         ModelCheckpoint(
@@ -227,9 +264,20 @@ def _build_trainer(config: PretrainConfig, run_dir: Path) -> L.Trainer:
             every_n_epochs=settings.checkpoint_every_n_epochs,
             save_top_k=-1,
             save_last=True,
+            enable_version_counter=False,  # both callbacks write last.ckpt: it is always the newest checkpoint
         ),
         LearningRateMonitor(logging_interval="step"),
     ]
+    if settings.checkpoint_every_n_steps:
+        callbacks.append(ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="step={step}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=settings.checkpoint_every_n_steps,
+            save_top_k=1,  # the latest only: epoch checkpoints are the ones kept
+            save_last=True,
+            enable_version_counter=False,
+        ))
     if settings.progress_bar:
         callbacks.append(RichProgressBar())
     return L.Trainer(
@@ -240,6 +288,9 @@ def _build_trainer(config: PretrainConfig, run_dir: Path) -> L.Trainer:
         devices=settings.devices,
         num_nodes=settings.num_nodes,
         strategy=settings.strategy,
+        sync_batchnorm=settings.sync_batchnorm,
+        use_distributed_sampler=False,  # ResumableBatchSampler shards the global batch over ranks itself
+        plugins=[AtomicCheckpointIO()],
         precision=settings.precision,
         deterministic=settings.deterministic,
         log_every_n_steps=settings.log_every_n_steps,
@@ -247,7 +298,7 @@ def _build_trainer(config: PretrainConfig, run_dir: Path) -> L.Trainer:
             CSVLogger(run_dir, name="logs", version="csv"),
             TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False),
         ],
-        callbacks=callbacks,
+        callbacks=[*callbacks, *extra_callbacks],
         enable_progress_bar=settings.progress_bar,
         enable_model_summary=False,
     )

@@ -21,7 +21,8 @@ def _suite(tmp_path, labels=("shape", "hue_bin"), protocols=("knn", "linear")):
                                         "protocols": list(protocols)}))
         names.append(path.name)
     suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({"name": "tiny", "seed": 3, "tasks": names, "knn": {"k": 5}}))
+    suite.write_text(yaml.safe_dump({"name": "tiny", "seed": 3, "tasks": names, "knn": {"k": 5},
+                                     "linear": {"weight_decays": [1e-4, 1e-2], "max_iter": 50}}))
     return suite
 
 
@@ -40,7 +41,7 @@ def test_one_row_per_task_and_protocol_with_its_full_protocol(tmp_path):
 
 
 def test_features_of_a_dataset_are_computed_once_per_split(tmp_path, monkeypatch):
-    import augbench.evaluate.evaluate as module
+    import augbench.evaluate.tasks as module
 
     calls = []
     real = module.extract_features

@@ -71,3 +71,57 @@ def test_knn_with_k_1_recovers_training_points(k):
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     predictions = knn_predict(bank, labels, bank, 3, KNNConfig(k=k))
     assert torch.equal(predictions, labels) or k > 1
+
+
+def test_ridge_matches_scikit_learn_at_the_chosen_penalty():
+    from sklearn.linear_model import Ridge
+
+    from augbench.evaluate.protocols import fit_ridge
+
+    rng = np.random.default_rng(2)
+    weights = rng.normal(size=(6, 2))
+    def sample(n):
+        x = rng.normal(size=(n, 6)) * rng.uniform(0.5, 3, size=6)
+        return x, x @ weights + rng.normal(scale=0.3, size=(n, 2))
+    (train, train_y), (val, val_y), (test, _) = sample(300), sample(100), sample(50)
+    tensor = lambda a: torch.from_numpy(a).float()  # noqa: E731
+    predict, chosen = fit_ridge((tensor(train), tensor(train_y)), (tensor(val), tensor(val_y)),
+                                LinearConfig(weight_decays=[1e-3, 1e-1, 10.0]))
+    assert chosen["weight_decay"] == min(chosen["val_mse"], key=chosen["val_mse"].get)
+    mean, std = train.mean(0), train.std(0, ddof=1)
+    # mean ½‖·‖² + wd‖W‖²/2 ⇔ sklearn's ‖·‖² + alpha‖W‖² with alpha = wd·N
+    reference = Ridge(alpha=chosen["weight_decay"] * len(train)).fit((train - mean) / std, train_y)
+    assert np.allclose(predict(tensor(test)).numpy(), reference.predict((test - mean) / std), atol=1e-3)
+
+
+def test_few_shot_is_perfect_on_separable_features_and_its_ci_shrinks_with_episodes():
+    from augbench.evaluate.protocols import FewShotConfig, few_shot_accuracies, mean_and_ci95
+
+    labels = torch.arange(8).repeat_interleave(30)
+    separable = torch.nn.functional.one_hot(labels).float()
+    for classifier in ("prototype", "logistic"):
+        accuracies = few_shot_accuracies(separable, labels, 5, 1, 15, 20, 0, FewShotConfig(classifier=classifier))
+        assert (accuracies == 100).all()
+    noisy = separable + torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0)) * 0.8
+    widths = [mean_and_ci95(few_shot_accuracies(noisy, labels, 5, 1, 15, n, 0, FewShotConfig()))[1]
+              for n in (20, 320)]
+    assert widths[1] < widths[0] * 0.5  # ~ 1/√episodes: √(320/20) = 4
+    mean, width = mean_and_ci95(np.array([10.0, 20.0, 30.0]))
+    assert mean == 20 and width == pytest.approx(1.96 * 10 / np.sqrt(3))
+
+
+def test_few_shot_reports_too_few_images_per_class():
+    from augbench.evaluate.protocols import FewShotConfig, few_shot_accuracies
+
+    labels = torch.tensor([0] * 20 + [1] * 3)
+    with pytest.raises(ValueError, match=r"short: \{1: 3\}"):
+        few_shot_accuracies(torch.randn(23, 4), labels, 2, 1, 5, 3, 0, FewShotConfig())
+
+
+def test_mlp_head_learns_a_nonlinear_target():
+    from augbench.evaluate.protocols import MLPConfig, fit_mlp
+
+    x = torch.rand(600, 2) * 2 - 1
+    y = (x[:, :1] * x[:, 1:]).sign().clamp_min(0).long()[:, 0]  # XOR of signs: not linearly separable
+    predict = fit_mlp((x[:500], y[:500]), 2, True, MLPConfig(hidden=64, epochs=60, batch_size=64, lr=1e-2), seed=0)
+    assert (predict(x[500:]) == y[500:]).float().mean() > 0.9

@@ -1,0 +1,192 @@
+"""`augbench report DIR`: one self-contained HTML file and a Markdown version of a benchmark's results.
+
+The HTML embeds every figure as a base64 PNG data URI and its styles inline,
+so the one file can be mailed or archived; the Markdown links the same
+figures written next to it (`<name>_files/`). Sections: the grid and its
+wall time, results (mean ± std over seeds), ranks, category summary,
+correlations with the reference task (table and scatter), the task × task
+correlation heatmap, switch effects with confidence intervals, invariance
+probes per method and depth (when the suite ran them), and the protocol and
+budget statement.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from augbench.analysis import plots, stats
+from augbench.analysis.store import ResultsStore
+from augbench.analysis.tables import mean_std_table
+
+INVARIANCE_KIND = "invariance"
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; }
+img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
+p.note { color: #555; font-size: 0.9em; }
+"""
+
+
+@dataclass
+class Section:
+    title: str
+    parts: list[tuple[str, object]] = field(default_factory=list)  # ("table", DataFrame) | ("figure", (name, png))
+                                                                    # | ("text", str) | ("list", [str])
+
+
+def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
+    """Read a benchmark's store and compute every section of its report."""
+    with ResultsStore(directory) as store:
+        results, cells, runs, meta = store.results(), store.table("cells"), store.table("runs"), store.meta()
+    config = OmegaConf.to_container(OmegaConf.create(meta.get("config", "{}")))
+    reference, protocol = config.get("reference_task", "shape"), config.get("protocol", "linear")
+    methods = list(config.get("methods", {})) or list(dict.fromkeys(cells["method"]))
+    comparisons = config.get("comparisons") or stats.default_comparisons(methods)
+    kinds = results["kind"].fillna("")
+    main, probes = results[kinds != INVARIANCE_KIND], results[kinds == INVARIANCE_KIND]
+    sections = [_grid_section(cells, meta)]
+    if main.empty:
+        sections.append(Section("Results", [("text", "No evaluation has finished yet.")]))
+        return meta, sections
+    sections.append(Section("Results (mean ± std over pretraining seeds)", [("table", mean_std_table(main))]))
+    matrix = stats.encoder_matrix(main, protocol)
+    ranks = stats.rank_table(main, protocol)
+    sections.append(Section(f"Ranks per task ({protocol} where a task has it; 1 = best)", [("table", ranks)]))
+    sections.append(Section("Category summary (mean rank over each category's tasks; 1 = best)",
+                            [("table", stats.category_summary(main, protocol))]))
+    correlation_parts: list[tuple[str, object]] = []
+    if reference in matrix.columns:
+        correlations = stats.reference_correlations(matrix, reference)
+        correlation_parts += [
+            ("text", f"Each task against the reference task '{reference}' across {len(matrix)} encoders "
+                     "(method × pretraining dataset, seed means). NaN: fewer than 3 encoders or a constant task."),
+            ("table", correlations.set_index("task")),
+            ("table", stats.category_correlations(correlations, main)),
+            ("figure", ("reference_scatter", plots.reference_scatter(matrix, reference, correlations))),
+        ]
+    else:
+        correlation_parts.append(("text", f"The reference task '{reference}' has no results."))
+    sections.append(Section(f"Correlation with the reference task '{reference}'", correlation_parts))
+    task_matrix = stats.task_correlations(matrix)
+    sections.append(Section("Task × task Spearman correlation", [
+        ("figure", ("task_correlations", plots.heatmap(task_matrix, "Spearman ρ across encoders"))),
+        ("table", task_matrix)]))
+    configs = stats.run_configs(runs)
+    effects = stats.switch_effects(main, comparisons, configs, protocol)
+    effect_parts: list[tuple[str, object]] = [(
+        "text", "Paired difference variant − baseline over matched (pretraining dataset, seed, task) cells; "
+                "95 % Student-t and percentile-bootstrap intervals (NaN below 2 pairs).")]
+    effect_parts.append(("table", effects.set_index(["baseline", "variant", "task"]) if not effects.empty
+                         else pd.DataFrame({"note": ["no comparable method pairs"]})))
+    sections.append(Section("Effect of each design-space switch", effect_parts))
+    if not probes.empty:
+        sections.append(_probe_section(probes))
+    sections.append(Section("Protocols and budgets", [("list", stats.protocol_statement(main, runs))]))
+    return meta, sections
+
+
+def _grid_section(cells: pd.DataFrame, meta: dict) -> Section:
+    finished = cells[cells["state"] == "finished"]
+    span = (finished["finished"].max() - cells["started"].min()) if not finished.empty else float("nan")
+    grid = cells[["method", "dataset", "seed", "suite", "state", "attempts", "seconds"]].copy()
+    summary = (f"{len(finished)} of {len(cells)} cells finished; cell time {finished['seconds'].sum():.0f} s, "
+               f"first start to last finish {span:.0f} s. Benchmark {meta.get('benchmark')} from "
+               f"{meta.get('source')} (small: {meta.get('small')}).")
+    return Section("Grid", [("text", summary), ("table", grid.set_index(["method", "dataset", "seed", "suite"]))])
+
+
+def _probe_section(probes: pd.DataFrame) -> Section:
+    probes = probes.copy()
+    details = probes["details"].map(lambda d: json.loads(d) if isinstance(d, str) and d else {})
+    probes["augmentation"] = details.map(lambda d: d.get("augmentation")).fillna(probes["task"])
+    probes["stage"] = details.map(lambda d: d.get("stage")).fillna(probes["protocol"])
+    parts: list[tuple[str, object]] = [("text", "cosine: mean cosine similarity of an image's and its augmented "
+                                                "copy's features (1 = invariant); the predictability metrics say "
+                                                "how well a linear probe reads the augmentation's parameter back.")]
+    for metric in dict.fromkeys(probes["metric"]):
+        parts.append(("figure", (f"probe_{metric}", plots.probe_lines(probes, metric))))
+    table = probes.pivot_table(index=["augmentation", "metric", "stage"], columns="method", values="value",
+                               aggfunc="mean", sort=False)
+    parts.append(("table", table))
+    return Section("Invariance probes per method and depth", parts)
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return "–" if pd.isna(value) else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    return table.to_html(border=0, na_rep="–", float_format=_format, escape=True)
+
+
+def render_html(meta: dict, sections: list[Section]) -> str:
+    title = f"augbench report: {meta.get('benchmark', 'benchmark')}"
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p class='note'>written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        for kind, content in section.parts:
+            if kind == "table":
+                body.append(_html_table(content))
+            elif kind == "figure":
+                name, png = content
+                data = base64.b64encode(png).decode("ascii")
+                body.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+            elif kind == "list":
+                body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in content) + "</ul>")
+            else:
+                body.append(f"<p>{html.escape(str(content))}</p>")
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _markdown_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "(empty)"
+    flat = table.reset_index() if table.index.nlevels > 1 or table.index.name else table
+    return flat.map(_format).to_markdown(index=flat is table)
+
+
+def render_markdown(meta: dict, sections: list[Section], figures_dir: Path, relative_to: Path) -> str:
+    lines = [f"# augbench report: {meta.get('benchmark', 'benchmark')}", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        for kind, content in section.parts:
+            if kind == "table":
+                lines += [_markdown_table(content), ""]
+            elif kind == "figure":
+                name, png = content
+                figures_dir.mkdir(parents=True, exist_ok=True)
+                (figures_dir / f"{name}.png").write_bytes(png)
+                lines += [f"![{name}]({(figures_dir / f'{name}.png').relative_to(relative_to).as_posix()})", ""]
+            elif kind == "list":
+                lines += [f"- {line}" for line in content] + [""]
+            else:
+                lines += [str(content), ""]
+    return "\n".join(lines)
+
+
+def write_report(directory: str | Path, output: str | Path | None = None) -> tuple[Path, Path]:
+    """Write `report.html` (self-contained) and `report.md` (figures in `report_files/`); return both paths."""
+    directory = Path(directory)
+    html_path = Path(output) if output else directory / "report.html"
+    markdown_path = html_path.with_suffix(".md")
+    meta, sections = build_sections(directory)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(render_html(meta, sections))
+    figures = html_path.parent / f"{html_path.stem}_files"
+    markdown_path.write_text(render_markdown(meta, sections, figures, html_path.parent))
+    return html_path, markdown_path

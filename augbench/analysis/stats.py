@@ -1,0 +1,255 @@
+"""The analyses of a benchmark's results, as DataFrames.
+
+Input is the store's long table (`augbench.load_results`): one row per
+(method, pretrain_dataset, seed, task, protocol, metric) with its `value`.
+An *encoder* is one (method, pretrain_dataset) pair; its value on a task is
+the mean over pretraining seeds. The analyses follow ViRB (Kotar et al.
+2021) and the 'Critical Factors' study (Huang et al. 2022):
+
+- `summarize`: per-task mean ± std over seeds (ddof=1; NaN with one seed);
+- `rank_table`: rank of every encoder per task (1 = best, ties averaged);
+- `reference_correlations`: Spearman and Pearson of each task against a
+  reference task across encoders (ViRB's "ImageNet accuracy vs end task");
+- `task_correlations`: the task × task Spearman matrix;
+- `category_summary`: each encoder's mean rank over the tasks of each
+  category (semantic/structural × image/pixel), and `category_correlations`:
+  the mean correlation of a category's tasks with the reference task;
+- `switch_effects`: paired differences between two methods over matched
+  (dataset, seed, task) cells, with a Student-t and a bootstrap interval,
+  labelled with the config keys in which the two methods differ.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+from scipy import stats
+
+ENCODER = ["method", "pretrain_dataset"]
+LOWER_IS_BETTER = ("mae", "rmse", "mse", "error", "loss", "angular_error")
+
+
+def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def higher_is_better(metric: str) -> bool:
+    """The direction of a metric: from augbench's metric registry when it lists it, else by name."""
+    try:
+        from augbench.evaluate.metrics import METRICS
+    except ImportError:
+        METRICS = {}  # noqa: N806 - the registry's name where it exists
+    if metric in METRICS:
+        return bool(METRICS[metric].higher_is_better)
+    return not any(word in metric.lower() for word in LOWER_IS_BETTER)
+
+
+def select_protocol(results: pd.DataFrame, protocol: str | None) -> pd.DataFrame:
+    """Rows of one protocol per task: `protocol` where the task has it, else the task's first protocol."""
+    if protocol is None or results.empty:
+        return results
+    chosen = []
+    for _, rows in results.groupby("task", sort=False):
+        chosen.append(rows[rows["protocol"] == protocol] if (rows["protocol"] == protocol).any()
+                      else rows[rows["protocol"] == rows["protocol"].iloc[0]])
+    return pd.concat(chosen) if chosen else results
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof=1) and number of seeds of every (encoder, task, protocol, metric)."""
+    keys = [*ENCODER, "task", "category", "protocol", "metric"]
+    summary = results.groupby(keys, sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    return summary.rename(columns={"count": "seeds"})
+
+
+def encoder_matrix(results: pd.DataFrame, protocol: str | None = "linear") -> pd.DataFrame:
+    """Encoders × tasks: the mean over seeds of the chosen protocol's first metric of each task."""
+    rows = select_protocol(results, protocol)
+    first_metric = rows.groupby("task", sort=False)["metric"].first()
+    rows = rows[rows["metric"] == rows["task"].map(first_metric)]
+    matrix = rows.pivot_table(index=ENCODER, columns="task", values="value", aggfunc="mean", sort=False)
+    return matrix[list(dict.fromkeys(rows["task"]))]
+
+
+def rank_table(results: pd.DataFrame, protocol: str | None = "linear") -> pd.DataFrame:
+    """Rank of each encoder on each task (1 = best), and the mean rank.
+
+    A metric's direction is the rows' `higher_is_better` where recorded, else `higher_is_better(metric)`.
+    """
+    rows = select_protocol(results, protocol)
+    matrix = encoder_matrix(rows, None)
+    first = rows.groupby("task", sort=False).first()
+    recorded = first["higher_is_better"] if "higher_is_better" in first else pd.Series(dtype=object)
+    ranks = pd.DataFrame({
+        task: matrix[task].rank(method="average", ascending=not (
+            bool(recorded[task]) if pd.notna(recorded.get(task)) else higher_is_better(first.loc[task, "metric"])))
+        for task in matrix.columns
+    })
+    ranks["mean rank"] = ranks.mean(axis=1)
+    return ranks.sort_values("mean rank")
+
+
+def reference_correlations(matrix: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Spearman's rho and Pearson's r (with p-values) of every task against `reference`, across encoders."""
+    if reference not in matrix.columns:
+        raise KeyError(f"reference task {reference!r} is not among the results' tasks {list(matrix.columns)}")
+    rows = []
+    for task in matrix.columns:
+        if task == reference:
+            continue
+        pair = matrix[[reference, task]].dropna()
+        rho, rho_p = _correlation(stats.spearmanr, pair)
+        r, r_p = _correlation(stats.pearsonr, pair)
+        rows.append({"task": task, "encoders": len(pair), "spearman": rho, "spearman_p": rho_p,
+                     "pearson": r, "pearson_p": r_p})
+    return pd.DataFrame(rows, columns=["task", "encoders", "spearman", "spearman_p", "pearson", "pearson_p"])
+
+
+def _correlation(function, pair: pd.DataFrame) -> tuple[float, float]:
+    # Fewer than 3 encoders or a constant column has no defined correlation; NaN says so in the table.
+    if len(pair) < 3 or pair.iloc[:, 0].nunique() < 2 or pair.iloc[:, 1].nunique() < 2:
+        return float("nan"), float("nan")
+    result = function(pair.iloc[:, 0], pair.iloc[:, 1])
+    return float(result[0]), float(result[1])
+
+
+def task_correlations(matrix: pd.DataFrame, method: str = "spearman") -> pd.DataFrame:
+    """Task × task correlation across encoders (pandas' pairwise-complete `corr`)."""
+    return matrix.corr(method=method, min_periods=3)
+
+
+def category_summary(results: pd.DataFrame, protocol: str | None = "linear") -> pd.DataFrame:
+    """Encoders × categories: the mean over each category's tasks of the encoder's rank (1 = best).
+
+    Ranks, not values, are averaged because a category mixes metrics on
+    different scales (accuracy in %, R², errors where lower is better).
+    """
+    ranks = rank_table(results, protocol).drop(columns="mean rank")
+    categories = select_protocol(results, protocol).groupby("task", sort=False)["category"].first()
+    by_category = {category: ranks[[t for t in ranks.columns if categories.get(t) == category]].mean(axis=1)
+                   for category in dict.fromkeys(categories)}
+    return pd.DataFrame(by_category).sort_index()
+
+
+def category_correlations(correlations: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Per category: how many of its tasks were correlated with the reference task, and the mean ρ and r."""
+    categories = results.groupby("task", sort=False)["category"].first()
+    table = correlations.assign(category=correlations["task"].map(categories))
+    return table.groupby("category", sort=False).agg(
+        tasks=("task", "count"), mean_spearman=("spearman", "mean"), mean_pearson=("pearson", "mean"))
+
+
+def run_configs(runs: pd.DataFrame) -> dict[str, dict]:
+    """method label → its resolved pretraining config (from the store's runs table), one run per method."""
+    configs = {}
+    for row in runs.itertuples():
+        configs.setdefault(row.method, OmegaConf.to_container(OmegaConf.create(row.config)))
+    return configs
+
+
+def method_switches(configs: dict[str, dict], baseline: str, variant: str) -> list[str]:
+    """The design-space keys in which two methods' configs differ (run identity keys excluded)."""
+    if baseline not in configs or variant not in configs:
+        return []
+    ignore = {"name", "seed", "output_dir", "data"}
+    old = {k: v for k, v in configs[baseline].items() if k not in ignore}
+    new = {k: v for k, v in configs[variant].items() if k not in ignore}
+    old_method, new_method = old.get("method", {}).get("name"), new.get("method", {}).get("name")
+    if old_method != new_method:
+        # Another method class: its switches are not comparable key by key, so the class is the switch.
+        old.pop("method", None), new.pop("method", None)
+        return [f"method.name ({old_method} → {new_method})", *changed_keys(old, new)]
+    return changed_keys(old, new)
+
+
+def switch_effects(
+    results: pd.DataFrame,
+    comparisons: Sequence[Sequence[str]],
+    configs: dict[str, dict] | None = None,
+    protocol: str | None = "linear",
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Paired difference variant − baseline per task and over all tasks, matched on (dataset, seed, task).
+
+    The t interval is mean ± t_{(1+confidence)/2, n-1} · sd/√n; the bootstrap
+    interval is the percentile interval of the mean over `resamples`
+    resamples of the pairs (scipy.stats.bootstrap). Both are NaN below 2 pairs.
+    """
+    rows = select_protocol(results, protocol)
+    keys = ["pretrain_dataset", "seed", "task", "protocol", "metric"]
+    out = []
+    for baseline, variant in comparisons:
+        a = rows[rows["method"] == baseline].set_index(keys)["value"]
+        b = rows[rows["method"] == variant].set_index(keys)["value"]
+        paired = pd.concat({"baseline": a, "variant": b}, axis=1).dropna().reset_index()
+        if paired.empty:
+            continue
+        paired["difference"] = paired["variant"] - paired["baseline"]
+        switches = ", ".join(method_switches(configs or {}, baseline, variant)) or "—"
+        groups = [("all tasks", paired), *paired.groupby("task", sort=False)]
+        for task, group in groups:
+            low, high = _t_interval(group["difference"].to_numpy(), confidence)
+            boot_low, boot_high = _bootstrap_interval(group["difference"].to_numpy(), confidence, resamples, seed)
+            out.append({"baseline": baseline, "variant": variant, "switches": switches, "task": task,
+                        "pairs": len(group), "mean_difference": group["difference"].mean(),
+                        "t_low": low, "t_high": high, "bootstrap_low": boot_low, "bootstrap_high": boot_high})
+    return pd.DataFrame(out)
+
+
+def _t_interval(differences: np.ndarray, confidence: float) -> tuple[float, float]:
+    if len(differences) < 2:
+        return float("nan"), float("nan")
+    mean, sem = differences.mean(), stats.sem(differences)
+    if sem == 0:
+        return float(mean), float(mean)
+    low, high = stats.t.interval(confidence, len(differences) - 1, loc=mean, scale=sem)
+    return float(low), float(high)
+
+
+def _bootstrap_interval(differences: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float]:
+    if len(differences) < 2 or np.ptp(differences) == 0:
+        value = float(differences.mean()) if len(differences) >= 2 else float("nan")
+        return value, value
+    result = stats.bootstrap((differences,), np.mean, confidence_level=confidence, n_resamples=resamples,
+                             method="percentile", random_state=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def default_comparisons(methods: Sequence[str]) -> list[list[str]]:
+    """Each method against the one listed before it: the switch-by-switch path of the 'Critical Factors' study."""
+    return [[a, b] for a, b in itertools.pairwise(methods)]
+
+
+def protocol_statement(results: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """Plain sentences stating every protocol's settings and budget and the pretraining budgets."""
+    lines = []
+    for (suite, task, protocol), rows in results.groupby(["suite", "task", "protocol"], sort=False):
+        first = rows.iloc[0]
+        settings = json.loads(first["settings"]) if isinstance(first["settings"], str) else {}
+        settings.pop("val_accuracy", None)  # per-run outcome, not a setting
+        test_images = f"{int(first['n_test'])} test images" if pd.notna(first["n_test"]) else "test size unrecorded"
+        eval_seed = int(first["eval_seed"]) if pd.notna(first["eval_seed"]) else "unrecorded"
+        lines.append(f"{suite}/{task}: {protocol} with {json.dumps(settings, sort_keys=True)}; budget "
+                     f"{first['budget']}; {test_images}; eval seed {eval_seed}")
+    for row in runs.drop_duplicates("method").itertuples():
+        config = OmegaConf.to_container(OmegaConf.create(row.config))
+        trainer, optim, model = config.get("trainer", {}), config.get("optim", {}), config.get("model", {})
+        lines.append(f"pretraining {row.method}: {model.get('name')} width {model.get('width')}, "
+                     f"{trainer.get('max_epochs')} epochs (max_steps {trainer.get('max_steps')}), batch "
+                     f"{trainer.get('batch_size')}, {optim.get('name')} lr {optim.get('lr')}")
+    return lines

@@ -1,0 +1,121 @@
+"""HAI's views: one pair per backbone stage, and the augmentation-parameter vectors of its expanded views.
+
+Zhang & Ma, "Rethinking the Augmentation Module in Contrastive Learning:
+Learning Hierarchical Augmentation Invariance with Expanded Views" (CVPR
+2022). Each augmentation is assigned to a stage; the pair of stage k applies
+the augmentations assigned to stages ≤ k, each view drawing them
+independently, and leaves every other augmentation out. A left-out op still
+runs with "no change" parameters (probability 0, a crop of the whole image),
+so every view records every op's parameters and a shallow pair differs only
+in the augmentations assigned to it. An augmentation assigned to no stage
+(`None`, or absent) is left out of every pair. The paper's "uniform" ablation
+is the assignment of every augmentation to the first stage.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from augbench.augment.ops import (
+    ColorJitter,
+    GaussianBlur,
+    Grayscale,
+    HorizontalFlip,
+    Op,
+    Params,
+    RandomResizedCrop,
+    Rotate90,
+)
+from augbench.augment.views import Pipeline, Recipe
+
+# The code's cumulative modules: crop + colour at stage 1, then grayscale, blur and flip one stage deeper each.
+DEFAULT_ASSIGNMENT: dict[str, int | None] = {
+    "crop": 1, "color_jitter": 1, "grayscale": 2, "blur": 3, "flip": 4, "rotate90": None,
+}
+
+
+def hai_ops(size: int, crop_scale: tuple[float, float] = (0.2, 1.0)) -> list[Op]:
+    """The paper's augmentations in the order applied; rotation {0, 90, 180, 270}° p 0.5 is the optional extra."""
+    return [
+        RandomResizedCrop(size, scale=crop_scale),
+        ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        Grayscale(p=0.2),
+        GaussianBlur(sigma=(0.1, 2.0), p=0.5),
+        HorizontalFlip(p=0.5),
+        Rotate90(p=0.5),
+    ]
+
+
+AUGMENTATIONS = tuple(op.name for op in hai_ops(32))
+
+
+def left_out(op: Op) -> Op:
+    """A copy of `op` that records "no change" parameters: probability 0, or a crop of the whole image."""
+    op = copy.copy(op)
+    if isinstance(op, RandomResizedCrop):
+        op.scale, op.ratio = (1.0, 1.0), (1.0, 1.0)
+    else:
+        op.p = 0.0
+    return op
+
+
+def stage_pipeline(ops: Sequence[Op], assignment: Mapping[str, int | None], stage: int) -> Pipeline:
+    """The pipeline of one stage's views: the ops assigned to stages ≤ `stage`, the others left out."""
+
+    def applies(op: Op) -> bool:
+        assigned = assignment.get(op.name)
+        return assigned is not None and assigned <= stage
+
+    return Pipeline([op if applies(op) else left_out(op) for op in ops])
+
+
+def hai_views(
+    size: int,
+    assignment: Mapping[str, int | None] = DEFAULT_ASSIGNMENT,
+    stages: Sequence[int] = (1, 2, 3, 4),
+    crop_scale: tuple[float, float] = (0.2, 1.0),
+) -> Recipe:
+    """Views [stage s₁ view 1, stage s₁ view 2, stage s₂ view 1, …]: two independent draws per stage."""
+    ops = hai_ops(size, crop_scale)
+    pipelines = []
+    for stage in stages:
+        pipeline = stage_pipeline(ops, assignment, stage)
+        pipelines += [pipeline, pipeline]
+    return Recipe("hai", pipelines)
+
+
+def _flag(key: str) -> Callable[[Params], Tensor]:
+    return lambda params: params[key][:, None].float()
+
+
+# Per embeddable op: the width of its slice of the vector and how to read it from the op's recorded parameters.
+EMBEDDED_PARAMS: dict[str, tuple[int, Callable[[Params], Tensor]]] = {
+    "color_jitter": (4, lambda params: params["factors"].float()),  # brightness, contrast, saturation, hue
+    "crop": (4, lambda params: params["box"].float()),  # x0, y0, x1, y1 as fractions of the input
+    "grayscale": (1, _flag("applied")),
+    "blur": (1, _flag("sigma")),  # 0 when not blurred
+    "flip": (1, _flag("applied")),
+    "rotate90": (4, lambda params: F.one_hot(params["quarter_turns"].long(), 4).float()),
+    "solarize": (1, _flag("applied")),
+}
+
+
+def vector_width(names: Sequence[str]) -> int:
+    return sum(EMBEDDED_PARAMS[name][0] for name in names)
+
+
+def augmentation_vector(params: Mapping[str, Params], names: Sequence[str]) -> Tensor:
+    """The view's parameters of the ops `names`, concatenated in that order: (B, vector_width(names)).
+
+    E.g. names ["color_jitter"] gives HAI's default [brightness, contrast,
+    saturation, hue] per image, [1, 1, 1, 0] where jitter was not applied.
+    """
+    missing = [name for name in names if name not in params]
+    if missing:
+        raise ValueError(f"the view records no parameters of {missing}; it has {sorted(params)}")
+    return torch.cat([EMBEDDED_PARAMS[name][1](params[name]) for name in names], dim=1)

@@ -1,0 +1,92 @@
+"""LooC's leave-one-out views (Xiao, Wang, Efros & Darrell, "What Should Not Be Contrastive in Contrastive
+Learning", ICLR 2021), and the two-view recipe with the same augmentations for the MoCo v2 baseline.
+
+Given n atomic augmentations on top of the always-on crop and flip (and blur
+at 224 px), which get no embedding space of their own, the recipe returns
+n + 2 views of a batch: the query q, then keys k0, k1, …, kn.
+
+- k0 samples every op independently of q;
+- ki samples every op independently too, then replays q's recorded
+  parameters for the ops of augmentation i, so ki and q agree on exactly
+  augmentation i.
+
+Atomic augmentations (ATOMIC_AUGMENTATIONS):
+
+- `color`: MoCo v2's colour jitter (0.4, 0.4, 0.4, 0.1) p 0.8 and grayscale p 0.2;
+- `rotation`: a quarter turn from {0°, 90°, 180°, 270°}. Re-implementations
+  draw from {90°, 180°, 270°}; augbench keeps 0° so that upright images, which
+  downstream tasks see, are in the training distribution;
+- `texture`: augbench.augment.texture.Texture, a documented stand-in (the
+  paper does not specify its texture operation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from augbench.augment.ops import ColorJitter, GaussianBlur, Grayscale, HorizontalFlip, Op, RandomResizedCrop, Rotate90
+from augbench.augment.texture import Texture
+from augbench.augment.views import Pipeline, Recipe, View
+
+ATOMIC_AUGMENTATIONS: dict[str, Callable[[], list[Op]]] = {
+    "color": lambda: [ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), Grayscale(p=0.2)],
+    "rotation": lambda: [Rotate90(p=1.0, quarter_turns=(0, 1, 2, 3))],
+    "texture": lambda: [Texture()],
+}
+
+
+def _pipeline(size: int, augmentations: list[str], blur: bool) -> tuple[Pipeline, dict[str, list[str]]]:
+    """Crop, the atomic augmentations in the given order, blur (optional), flip; and each augmentation's op names."""
+    unknown = [name for name in augmentations if name not in ATOMIC_AUGMENTATIONS]
+    if unknown or not augmentations or len(set(augmentations)) != len(augmentations):
+        raise ValueError(
+            f"augmentations={augmentations}: expected distinct names, at least one, from {sorted(ATOMIC_AUGMENTATIONS)}"
+        )
+    groups = {name: ATOMIC_AUGMENTATIONS[name]() for name in augmentations}
+    ops: list[Op] = [RandomResizedCrop(size, scale=(0.2, 1.0))]
+    ops += [op for group in groups.values() for op in group]
+    ops += [GaussianBlur(sigma=(0.1, 2.0), p=0.5)] if blur else []
+    ops += [HorizontalFlip(p=0.5)]
+    return Pipeline(ops), {name: [op.name for op in group] for name, group in groups.items()}
+
+
+class LeaveOneOutRecipe(Recipe):
+    """`recipe(images, generator)` → [q, k0, k1, …, kn]; `augmentations[i - 1]` is the one ki shares with q."""
+
+    def __init__(self, name: str, size: int, augmentations: list[str], blur: bool):
+        pipeline, self.op_names = _pipeline(size, augmentations, blur)
+        self.augmentations = list(augmentations)
+        super().__init__(name, [pipeline] * (len(augmentations) + 2))
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> list[View]:
+        pipeline = self.pipelines[0]
+        query_params = pipeline.sample(len(images), generator)
+        views = [View(pipeline.apply(images, query_params), query_params)]
+        for shared in [None, *self.augmentations]:
+            params = pipeline.sample(len(images), generator)
+            if shared is not None:
+                params.update({op: query_params[op] for op in self.op_names[shared]})
+            views.append(View(pipeline.apply(images, params), params))
+        return views
+
+
+def looc(size: int, augmentations: list[str], blur: bool = True) -> Recipe:
+    return LeaveOneOutRecipe("looc" if blur else "looc_32", size, augmentations, blur)
+
+
+def looc_aug_pair(size: int, augmentations: list[str], blur: bool = True) -> Recipe:
+    """Two symmetric views from LooC's pipeline: the MoCo v2 baseline that sees the same augmentations."""
+    pipeline, _ = _pipeline(size, augmentations, blur)
+    return Recipe("looc_aug_pair" if blur else "looc_aug_pair_32", [pipeline, pipeline])
+
+
+# Recipes built from `augment.augmentations`; the `_32` variants drop blur, as the other small-image recipes do.
+LOOC_RECIPES: dict[str, Callable[[int, list[str]], Recipe]] = {
+    "looc": looc,
+    "looc_32": lambda size, augmentations: looc(size, augmentations, blur=False),
+    "looc_aug_pair": looc_aug_pair,
+    "looc_aug_pair_32": lambda size, augmentations: looc_aug_pair(size, augmentations, blur=False),
+}

@@ -1,0 +1,399 @@
+"""`augbench benchmark CONFIG`: a grid of methods × pretraining datasets × seeds × suites, resumable.
+
+A benchmark config (configs/benchmarks/*.yaml) names
+
+    methods:   {label: {config: <configs/methods name or YAML path>, overrides: [dot-list]}}
+    datasets:  {label: <a `data:` section, e.g. {name: shapes_world, backgrounds: [flat]}>}
+    seeds, suites, and `pretrain:` / `evaluate:` settings shared by every cell;
+    small:     the same keys, merged over the config by `--small` (a method or
+               dataset set to null there is left out of the small grid).
+
+A cell is (method, dataset, seed, suite). Running a cell pretrains the run
+(method, dataset, seed) unless it already finished (an unfinished run resumes
+from its last checkpoint), then evaluates its encoder on the suite and writes
+the numbers to the results store (`augbench.analysis.store`) in the same
+transaction that marks the cell finished. Runners claim cells in the store
+under a lease they renew from a heartbeat thread, so several runners share a
+grid without running a cell twice, and a killed runner's cell is taken over.
+
+Every method, dataset, suite and task the grid names is composed before
+anything trains, so a typo fails at once with the name at fault.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import platform
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+from rich.console import Console
+
+import augbench
+from augbench.analysis.stats import changed_keys
+from augbench.analysis.store import DATABASE_FILE, UNCATEGORISED, ResultsStore, evaluation_records, owner_id
+from augbench.config import COMMAND_LINE, Source, compose, parse_overrides, read_sources, shipped_config, to_yaml
+from augbench.data import dataset_config_type
+from augbench.errors import ConfigError
+from augbench.methods import method_config_type
+from augbench.models.io import ENCODER_FILE
+from augbench.train.pretrain import CONFIG_FILE, PretrainConfig, pretrain, read_status
+
+
+@dataclass
+class MethodEntry:
+    """`config`: a name of configs/methods/ or a YAML path (relative to the benchmark file); "" = the label."""
+
+    config: str = ""
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchmarkConfig:
+    """A study. `comparisons` are [baseline, variant] method pairs whose paired differences the report shows
+    (default: each method against the one before it); `reference_task` is the task every other is correlated
+    with; `protocol` the protocol the report's analysis reads."""
+
+    name: str = "benchmark"
+    output_dir: str = ""  # default: runs/benchmarks/<name>[-small]
+    methods: dict[str, MethodEntry | None] = field(default_factory=dict)
+    datasets: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    suites: list[str] = field(default_factory=lambda: ["quick"])
+    pretrain: Any = field(default_factory=dict)
+    evaluate: list[str] = field(default_factory=list)
+    reference_task: str = "shape"
+    protocol: str = "linear"
+    comparisons: list[list[str]] = field(default_factory=list)
+    lease_seconds: float = 300.0
+    small: Any = None
+
+    def __post_init__(self):
+        # null entries are how a `small:` section removes a method or dataset from the grid
+        self.methods = {k: v for k, v in self.methods.items() if v is not None}
+        self.datasets = {k: v for k, v in self.datasets.items() if v is not None}
+        for key in ("methods", "datasets", "seeds", "suites"):
+            if not getattr(self, key):
+                raise ValueError(f"{key}: the grid needs at least one")
+        for pair in self.comparisons:
+            unknown = [m for m in pair if m not in self.methods]
+            if len(pair) != 2 or unknown:
+                raise ValueError(f"comparisons: {list(pair)} must be two method labels of `methods` "
+                                 f"(unknown: {unknown}; known: {list(self.methods)})")
+
+
+@dataclass
+class Cell:
+    method: str
+    dataset: str
+    seed: int
+    suite: str
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.method}__{self.dataset}__seed{self.seed}"
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.run_name}__{Path(self.suite).stem}"
+
+    def record(self) -> dict:
+        return {"cell_id": self.cell_id, "method": self.method, "dataset": self.dataset, "seed": self.seed,
+                "suite": Path(self.suite).stem, "run_name": self.run_name}
+
+
+@dataclass
+class Grid:
+    """A validated benchmark: its config, directory, cells, and the composed config of each pretraining run."""
+
+    config: BenchmarkConfig
+    source: Path
+    directory: Path
+    cells: list[Cell]
+    runs: dict[str, PretrainConfig]
+    suites: dict[str, Path]
+    categories: dict[str, str]
+    small: bool
+
+    @property
+    def store_path(self) -> Path:
+        return self.directory / DATABASE_FILE
+
+
+def load_benchmark(path: str | Path, small: bool = False, overrides: Sequence[str] = ()) -> BenchmarkConfig:
+    """Compose a benchmark config; with `small`, its `small:` section is merged over it."""
+    path = Path(path)
+    sources = read_sources(path)
+    if small:
+        base, _ = compose(BenchmarkConfig, sources)
+        if base.small is None:
+            raise ConfigError(f"{path}: small: --small asks for this section, but the config has none")
+        sources.append(Source(f"{path}: small", OmegaConf.create(base.small)))
+    if overrides:
+        sources.append(Source(COMMAND_LINE, parse_overrides(overrides)))
+    config, _ = compose(BenchmarkConfig, sources)
+    return config
+
+
+def plan(path: str | Path, small: bool = False, overrides: Sequence[str] = ()) -> Grid:
+    """Validate every method, dataset, suite and task of a benchmark; return its grid. Nothing is trained."""
+    path = Path(path)
+    config = load_benchmark(path, small, overrides)
+    directory = Path(config.output_dir or f"runs/benchmarks/{config.name}{'-small' if small else ''}")
+    suites = {Path(s).stem: _suite_path(s, path) for s in config.suites}
+    categories = {}
+    for suite_path in suites.values():
+        categories.update(_suite_categories(suite_path, config.evaluate))
+    if config.reference_task not in categories:
+        raise ConfigError(f"{path}: reference_task: {config.reference_task!r} is not a task of suites "
+                          f"{config.suites}; their tasks: {sorted(categories)}")
+    runs = {}
+    cells = []
+    for method in config.methods:
+        for dataset in config.datasets:
+            # Seeds differ only in `seed` and `name`: compose once (OmegaConf is the slow part) and copy.
+            composed = _run_config(config, path, method, dataset, config.seeds[0], directory / "runs")
+            for seed in config.seeds:
+                run = copy.deepcopy(composed)
+                run.seed, run.name = seed, Cell(method, dataset, seed, "").run_name
+                _check_existing_run(run)
+                runs[run.name] = run
+                cells += [Cell(method, dataset, seed, suite) for suite in suites]
+    return Grid(config, path, directory, cells, runs, suites, categories, small)
+
+
+def _method_path(label: str, entry: MethodEntry, benchmark: Path) -> Path:
+    name = entry.config or label
+    if name.endswith((".yaml", ".yml")):
+        candidate = Path(name) if Path(name).is_absolute() else benchmark.parent / name
+    else:
+        candidate = shipped_config(f"methods/{name}.yaml")
+    if not candidate.is_file():
+        known = sorted(p.stem for p in shipped_config("methods").glob("*.yaml"))
+        raise ConfigError(f"{benchmark}: methods.{label}: unknown method {name!r} (no file {candidate}); "
+                          f"known: {known}")
+    return candidate
+
+
+def _suite_path(suite: str, benchmark: Path) -> Path:
+    if suite.endswith((".yaml", ".yml")):
+        candidate = Path(suite) if Path(suite).is_absolute() else benchmark.parent / suite
+    else:
+        candidate = shipped_config(f"suites/{suite}.yaml")
+    if not candidate.is_file():
+        known = sorted(p.stem for p in shipped_config("suites").glob("*.yaml"))
+        raise ConfigError(f"{benchmark}: suites: unknown suite {suite!r} (no file {candidate}); known: {known}")
+    return candidate
+
+
+def _suite_categories(suite: Path, overrides: Sequence[str]) -> dict[str, str]:
+    """Load the suite and each of its tasks (raising on an unknown one); return each task's category."""
+    from augbench.evaluate.suite import load_suite
+
+    suite_config, tasks = load_suite(suite, overrides)
+    task_files = {}
+    for name in suite_config.tasks:
+        file = Path(name) if name.endswith((".yaml", ".yml")) else shipped_config(f"tasks/{name}.yaml")
+        task_files[name] = file if file.is_absolute() else suite.parent / file
+    categories = {}
+    for task, listed in zip(tasks, suite_config.tasks, strict=True):
+        category = getattr(task, "category", None) or task_category(task_files[listed])
+        categories[task.name] = category
+    return categories
+
+
+def task_category(task_file: Path) -> str:
+    """A task's category as "semantic/image"-style text, read from its YAML `category:` (a string, or a
+    mapping such as {type: semantic, level: pixel}); "uncategorised" when the file has none."""
+    if not Path(task_file).is_file():
+        return UNCATEGORISED
+    values = OmegaConf.to_container(OmegaConf.load(task_file))
+    category = values.get("category") if isinstance(values, dict) else None
+    if isinstance(category, dict):
+        return "/".join(str(v) for v in category.values())
+    if isinstance(category, list):
+        return "/".join(map(str, category))
+    return str(category) if category else UNCATEGORISED
+
+
+def _run_config(config: BenchmarkConfig, benchmark: Path, method: str, dataset: str, seed: int,
+                runs_dir: Path) -> PretrainConfig:
+    entry = config.methods[method]
+    where = str(benchmark)
+    sources = read_sources(_method_path(method, entry, benchmark))
+    if config.pretrain:
+        sources.append(Source(f"{where}: pretrain", OmegaConf.create(config.pretrain)))
+    data = config.datasets[dataset]
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"{where}: datasets.{dataset}: expected a data section with a `name`, got {data!r}")
+    sources.append(Source(f"{where}: datasets.{dataset}", OmegaConf.create({"data": data})))
+    if entry.overrides:
+        try:
+            values = parse_overrides(entry.overrides)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: methods.{method}.overrides: {error}") from None
+        sources.append(Source(f"{where}: methods.{method}.overrides", values))
+    cell = Cell(method, dataset, seed, "")
+    sources.append(Source(f"{where}: cell {cell.run_name}", OmegaConf.create(
+        {"name": cell.run_name, "seed": seed, "output_dir": str(runs_dir)})))
+    run, _ = compose(PretrainConfig, sources, {"data": dataset_config_type, "method": method_config_type})
+    return run
+
+
+def _check_existing_run(run: PretrainConfig) -> None:
+    stored = run.run_dir / CONFIG_FILE
+    if not stored.is_file():
+        return
+    changed = changed_keys(OmegaConf.to_container(OmegaConf.load(stored)),
+                            OmegaConf.to_container(OmegaConf.create(to_yaml(run))))
+    if changed:
+        raise ConfigError(f"{stored}: this grid's run {run.name} has another config here (differs at {changed}); "
+                          "use another output_dir for the changed grid")
+
+
+@cache
+def code_version() -> str:
+    """`git describe` of the checkout augbench runs from, or the package version when it is not a checkout."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=Path(augbench.__file__).parent,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        described = ""
+    return f"{augbench.__version__}+git.{described}" if described else augbench.__version__
+
+
+def environment(device: str | None) -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpus": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "eval_device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    }
+
+
+class _Heartbeat(threading.Thread):
+    """Renews this runner's lease on its running cell until stopped (its own connection: SQLite's rule)."""
+
+    def __init__(self, store_path: Path, owner: str, every: float):
+        super().__init__(daemon=True, name="augbench-heartbeat")
+        self.store_path, self.owner, self.every = store_path, owner, every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with ResultsStore(self.store_path) as store:
+            while not self.stopped.wait(self.every):
+                try:
+                    store.heartbeat(self.owner)
+                except sqlite3.OperationalError:  # busy beyond the timeout: the next beat renews the lease
+                    continue
+
+
+@dataclass
+class BenchmarkResult:
+    directory: Path
+    states: dict[str, int]
+    results: pd.DataFrame
+    ran: list[str]
+    seconds: float
+
+
+def run_benchmark(
+    path: str | Path,
+    small: bool = False,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    max_cells: int | None = None,
+    retry_failed: bool = True,
+    console: Console | None = None,
+) -> BenchmarkResult:
+    """Run (or resume) every cell of a benchmark that no runner finished or holds; return the store's state."""
+    console = console or Console()
+    start = time.perf_counter()
+    grid = plan(path, small, overrides)
+    owner = owner_id(uuid.uuid4().hex[:8])
+    store = ResultsStore(grid.store_path, create=True)
+    store.set_meta(benchmark=grid.config.name, source=str(grid.source), small=str(grid.small),
+                   config=to_yaml(grid.config), categories=json.dumps(grid.categories))
+    store.add_cells(cell.record() for cell in grid.cells)
+    if retry_failed:
+        store.retry_failed()
+    cells = {cell.cell_id: cell for cell in grid.cells}
+    heartbeat = _Heartbeat(grid.store_path, owner, every=max(grid.config.lease_seconds / 5, 0.2))
+    heartbeat.start()
+    ran = []
+    try:
+        while max_cells is None or len(ran) < max_cells:
+            claimed = store.claim(owner, grid.config.lease_seconds, cells)
+            if claimed is None:
+                break
+            cell = cells[claimed["cell_id"]]
+            taken = f" (taken over from {claimed['taken_over_from']})" if claimed["taken_over_from"] else ""
+            console.print(f"[bold]cell {cell.cell_id}[/]{taken}")
+            try:
+                _run_cell(grid, cell, store, owner, device, console)
+            except Exception as error:  # one failed cell does not stop the grid; its error is stored
+                store.fail(cell.cell_id, owner, f"{type(error).__name__}: {error}")
+                console.print(f"[red]cell {cell.cell_id} failed:[/] {error}")
+            ran.append(cell.cell_id)
+    except BaseException:
+        # Interrupted (Ctrl-C): hand the cell back so the next runner takes it without waiting for the lease.
+        with store.transaction() as db:
+            db.execute("UPDATE cells SET state = 'pending', owner = NULL WHERE owner = ? AND state = 'running'",
+                       (owner,))
+        raise
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join()
+    states = store.table("cells")["state"].value_counts().to_dict()
+    results = store.results()
+    store.close()
+    return BenchmarkResult(grid.directory, states, results, ran, time.perf_counter() - start)
+
+
+def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, owner: str, device: str | None,
+              console: Console) -> None:
+    from augbench.evaluate.evaluate import evaluate
+
+    run = grid.runs[cell.run_name]
+    status = read_status(run.run_dir)
+    if status and status["state"] == "finished":
+        console.print(f"  reusing the finished run {run.run_dir}")
+    else:
+        if status:
+            console.print(f"  resuming {run.run_dir} (state {status['state']})")
+        pretrain(run)
+    encoder_file = run.run_dir / ENCODER_FILE
+    store.record_run(
+        {"run_name": cell.run_name, "method": cell.method, "dataset": cell.dataset, "seed": cell.seed,
+         "run_dir": str(run.run_dir), "config": to_yaml(run), "code_version": code_version(),
+         "environment": json.dumps(environment(device)), "state": "finished"},
+        [{"path": str(encoder_file), "kind": "encoder", "bytes": encoder_file.stat().st_size,
+          "sha256": hashlib.sha256(encoder_file.read_bytes()).hexdigest()}],
+    )
+    suite = grid.suites[Path(cell.suite).stem]
+    rows = evaluate(run.run_dir, suite, name=cell.run_name, device=device, overrides=grid.config.evaluate,
+                    progress=False)
+    if not store.finish(cell.cell_id, owner, cell.run_name, evaluation_records(rows, cell.seed, grid.categories)):
+        console.print(f"  [yellow]cell {cell.cell_id} was taken over by another runner; its numbers stand[/]")
+        return
+    summary = ", ".join(f"{r.task}/{r.protocol} {r.value:.1f}" for r in rows.itertuples())
+    console.print(f"  done: {summary}")

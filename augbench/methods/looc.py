@@ -1,0 +1,236 @@
+"""LooC and LooC++: leave-one-out contrastive learning.
+
+Xiao, Wang, Efros & Darrell, "What Should Not Be Contrastive in Contrastive
+Learning" (ICLR 2021). Built on MoCo v2. The views come from
+augbench.augment.looc's leave-one-out recipe: a query q and keys k0, k1, …,
+kn, where ki shares exactly augmentation i's parameters with q.
+
+A shared backbone gives the representation V; n + 1 heads (MoCo v2's
+projector, one per space) embed it into Z0, Z1, …, Zn. Keys go through the
+momentum copy of everything and get no gradient. Per space s, with τ the
+temperature and Q_s the space's queue of past keys:
+
+    L_s = −log exp(q·k⁺/τ) / (exp(q·k⁺/τ) + Σ_{k⁻ ∈ N_s} exp(q·k⁻/τ) + Σ_{m ∈ Q_s} exp(q·m/τ))
+
+- Z0 (invariant to every augmentation): k⁺ = k0 and N_s is empty: the
+  image's other keys are never negatives there. Whether k1..kn are positives
+  in Z0 too is not confirmed by the paper: `z0_positives: all` makes each of
+  them a positive as well (the loss is then averaged over the positives);
+  the default `k0` uses k0 only.
+- Zi (invariant to all but augmentation i): k⁺ = ki, and the image's other
+  keys kj (j ≠ i, k0 included), which differ from q in augmentation i, are
+  negatives with Q_i.
+
+The loss combines the n + 1 spaces by `reduction`: `mean` (default) or `sum`
+(re-implementations disagree); τ defaults to MoCo v2's 0.2 (others use
+0.07). After the loss, queue 0 receives k0's Z0 embedding and queue i
+receives ki's Zi embedding: each queue holds the positives of its space.
+
+`representation` chooses what downstream tasks see:
+
+- `backbone` (LooC): the shared backbone's pooled features, and every head
+  reads them;
+- `looc++` (LooC++): as in the paper, each space has its own copy of the
+  backbone's last stage inside its head. Space 0 uses the backbone's own last
+  stage, spaces 1..n a copy each, all fed by the shared earlier stages;
+  `encoder()` concatenates the n + 1 pooled stage outputs, (n + 1) × the
+  backbone width. This needs one of augbench's ResNets.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from augbench.augment.looc import ATOMIC_AUGMENTATIONS
+from augbench.augment.views import View
+from augbench.errors import ConfigError
+from augbench.methods.base import Method
+from augbench.methods.distributed import gather_no_grad
+from augbench.methods.momentum import cosine_momentum, ema_update
+from augbench.methods.queue import Queue
+from augbench.methods.siamese import MomentumConfig
+from augbench.models.backbones import ResNetBackbone
+from augbench.models.heads import MLP, ProjectorConfig
+
+REPRESENTATIONS = ("backbone", "looc++")
+REDUCTIONS = ("mean", "sum")
+Z0_POSITIVES = ("k0", "all")
+
+
+@dataclass
+class LooCConfig:
+    """LooC's switches. `augmentations` names the n spaces Z1..Zn, in the order of the recipe's keys k1..kn;
+    presets set it to `${augment.augmentations}` so the recipe and the heads cannot disagree."""
+
+    name: str = "looc"
+    augmentations: list[str] = field(default_factory=lambda: ["color", "rotation", "texture"])
+    representation: str = "backbone"
+    queue_size: int = 4096
+    temperature: float = 0.2
+    reduction: str = "mean"
+    z0_positives: str = "k0"
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    momentum: MomentumConfig = field(default_factory=MomentumConfig)
+
+    def __post_init__(self):
+        unknown = [name for name in self.augmentations if name not in ATOMIC_AUGMENTATIONS]
+        if not self.augmentations or unknown or len(set(self.augmentations)) != len(self.augmentations):
+            raise ValueError(f"augmentations={list(self.augmentations)}: expected at least one distinct name from "
+                             f"{sorted(ATOMIC_AUGMENTATIONS)}")
+        for key, allowed in (("representation", REPRESENTATIONS), ("reduction", REDUCTIONS),
+                             ("z0_positives", Z0_POSITIVES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r}: expected one of {allowed}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature}: must be positive")
+        if self.queue_size < 1:
+            raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
+        if not self.momentum.enabled:
+            raise ValueError("momentum.enabled=false: LooC's keys come from a momentum encoder")
+
+    @property
+    def num_spaces(self) -> int:
+        return len(self.augmentations) + 1
+
+
+def space_masks(num_spaces: int, space: int, z0_positives: str = "k0") -> tuple[Tensor, Tensor]:
+    """Which of an image's keys k0..kn are positives and which are negatives of its query in space `space`.
+
+    Returns two bool masks of shape (num_spaces,) over the keys.
+    """
+    keys = torch.arange(num_spaces)
+    if space == 0:
+        positives = keys == 0 if z0_positives == "k0" else torch.ones(num_spaces, dtype=torch.bool)
+        return positives, torch.zeros(num_spaces, dtype=torch.bool)
+    return keys == space, keys != space
+
+
+def leave_one_out_info_nce(
+    query: Tensor, keys: Tensor, queue: Tensor, positives: Tensor, negatives: Tensor, temperature: float
+) -> Tensor:
+    """InfoNCE of one space with the image's own keys as positives or negatives.
+
+    query (B, D); keys (B, K, D), the space's embeddings of each image's K
+    keys; queue (M, D); positives, negatives (K,) bool masks over the keys.
+    Each positive p gives −log e^{q·p/τ} / (e^{q·p/τ} + Σ_{own negatives}
+    e^{q·k/τ} + Σ_{queue} e^{q·m/τ}); the result is the mean over positives
+    and over the batch. Embeddings are L2-normalised here.
+    """
+    query, keys, queue = F.normalize(query, dim=-1), F.normalize(keys, dim=-1), F.normalize(queue, dim=-1)
+    own = torch.einsum("bd,bkd->bk", query, keys) / temperature  # (B, K)
+    negative_logits = torch.cat([own[:, negatives], query @ queue.T / temperature], dim=1)  # (B, N + M)
+    target = torch.zeros(len(query), dtype=torch.long, device=query.device)
+    losses = [
+        F.cross_entropy(torch.cat([own[:, p : p + 1], negative_logits], dim=1), target)
+        for p in torch.nonzero(positives)[:, 0].tolist()
+    ]
+    return torch.stack(losses).mean()
+
+
+class LooCPlusPlusEncoder(nn.Module):
+    """LooC++'s representation: the pooled outputs of the backbone's last stage and of its n copies, concatenated.
+
+    images (B, 3, H, W) in [0, 1] → features (B, (n + 1) × backbone.out_dim).
+    `encoder_metadata` tells augbench.models.io how to rebuild it.
+    """
+
+    def __init__(self, backbone: ResNetBackbone, num_spaces: int):
+        super().__init__()
+        if not isinstance(backbone, ResNetBackbone):
+            raise ConfigError(f"method.representation='looc++' copies the last stage of one of augbench's ResNets; "
+                              f"got {type(backbone).__name__}: set model.name to resnet18/34/50/101")
+        self.backbone = backbone
+        self.stage_copies = nn.ModuleList(_fresh_copy(backbone.layer4) for _ in range(num_spaces - 1))
+        self.encoder_metadata = {"representation": "looc++", "spaces": str(num_spaces)}
+
+    def space_features(self, images: Tensor) -> list[Tensor]:
+        """The n + 1 pooled stage outputs, (B, backbone.out_dim) each: space 0 first."""
+        *_, before_last, last = self.backbone.forward_stages(images)
+        maps = [last] + [stage(before_last) for stage in self.stage_copies]
+        return [torch.flatten(self.backbone.avgpool(m), 1) for m in maps]
+
+    def forward(self, images: Tensor) -> Tensor:
+        return torch.cat(self.space_features(images), dim=1)
+
+
+def _fresh_copy(stage: nn.Module) -> nn.Module:
+    """A copy of `stage` with its own random initialisation (ResNetBackbone's rule for convolutions), so the
+    spaces' stages do not start as one."""
+    stage = copy.deepcopy(stage)
+    for module in stage.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return stage
+
+
+class _SharedFeatures(nn.Module):
+    """LooC's trunk: every space reads the same backbone features."""
+
+    def __init__(self, backbone: nn.Module, num_spaces: int):
+        super().__init__()
+        self.backbone, self.num_spaces = backbone, num_spaces
+
+    def space_features(self, images: Tensor) -> list[Tensor]:
+        return [self.backbone(images)] * self.num_spaces
+
+
+class LooCMethod(Method):
+    def __init__(self, backbone: nn.Module, config: LooCConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        spaces = config.num_spaces
+        trunk = LooCPlusPlusEncoder if config.representation == "looc++" else _SharedFeatures
+        self.trunk = trunk(backbone, spaces)
+        self.heads = nn.ModuleList(MLP(backbone.out_dim, config.projector.specs()) for _ in range(spaces))
+        self.target_trunk = copy.deepcopy(self.trunk).requires_grad_(False)
+        self.target_heads = copy.deepcopy(self.heads).requires_grad_(False)
+        self.queues = nn.ModuleList(Queue(config.queue_size, self.heads[0].out_dim) for _ in range(spaces))
+
+    def forward(self, views: list[View]) -> dict[str, Tensor]:
+        spaces = self.config.num_spaces
+        if len(views) != spaces + 1:
+            raise ConfigError(f"LooC with augmentations {self.config.augmentations} takes a query and {spaces} "
+                              f"keys, got {len(views)} views; set augment.recipe to looc or looc_32 with the same "
+                              "augment.augmentations")
+        query_features = self.trunk.space_features(views[0].images)
+        queries = [head(v) for head, v in zip(self.heads, query_features)]  # n + 1 × (B, D)
+        keys = self._key_embeddings(views[1:])  # n + 1 spaces × (B, n + 1 keys, D)
+        losses = []
+        for space in range(spaces):
+            positives, negatives = space_masks(spaces, space, self.config.z0_positives)
+            negatives_from_queue = self.queues[space].negatives()
+            losses.append(leave_one_out_info_nce(queries[space], keys[space], negatives_from_queue,
+                                                 positives, negatives, self.config.temperature))
+        for space in range(spaces):
+            self.queues[space].push(gather_no_grad(keys[space][:, space]))
+        losses = torch.stack(losses)
+        loss = losses.mean() if self.config.reduction == "mean" else losses.sum()
+        with torch.no_grad():
+            similarity = torch.stack([F.cosine_similarity(queries[s], keys[s][:, s]).mean() for s in range(spaces)])
+            spread = F.normalize(queries[0], dim=1).std(dim=0).mean()
+        logs = {f"loss_z{s}": losses[s].detach() for s in range(spaces)}
+        return {"loss": loss, "positive_similarity": similarity.mean(), "embedding_std": spread, **logs}
+
+    @torch.no_grad()
+    def _key_embeddings(self, key_views: list[View]) -> list[Tensor]:
+        """Every key in every space through the momentum encoder: per space, (B, number of keys, D)."""
+        per_key = []
+        for view in key_views:
+            features = self.target_trunk.space_features(view.images)
+            per_key.append([head(v) for head, v in zip(self.target_heads, features)])
+        return [torch.stack([embeddings[space] for embeddings in per_key], dim=1) for space in range(len(key_views))]
+
+    def update_target(self, progress: float) -> dict[str, float]:
+        momentum = cosine_momentum(self.config.momentum.base, self.config.momentum.final, progress)
+        ema_update(self.target_trunk, self.trunk, momentum)
+        ema_update(self.target_heads, self.heads, momentum)
+        return {"momentum": momentum}
+
+    def encoder(self) -> nn.Module:
+        return self.trunk if self.config.representation == "looc++" else self.backbone

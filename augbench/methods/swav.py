@@ -1,0 +1,184 @@
+"""SwAV: online clustering with swapped prediction over multi-crop views.
+
+Caron, Misra, Mairal, Goyal, Bojanowski & Joulin, "Unsupervised Learning of
+Visual Features by Contrasting Cluster Assignments" (NeurIPS 2020).
+
+Every crop v is embedded, z_v = normalize(projector(backbone(x_v))), and
+scored against K unit-norm prototypes C: s_v = z_v Cᵀ (B, K). For each crop
+a in `crops_for_assign` (the large crops), codes q_a come from Sinkhorn-Knopp
+(`sinkhorn`: ε = 0.05, 3 iterations) over the scores of the global batch
+(all ranks) and, when `queue_size` > 0 and the queue is full, the stored
+embeddings of past batches. Each other crop predicts those codes:
+
+    L = mean_a mean_{v ≠ a} −Σ_k q_a,k · log softmax(s_v / τ)_k,   τ = 0.1
+
+Prototypes are re-normalised after every optimiser step and get no gradient
+for the first `freeze_prototypes_steps` steps (SwAV freezes them for the first
+epoch; the method counts steps in a checkpointed buffer because it does not
+know the epoch length).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from augbench.augment.multicrop import multicrop
+from augbench.augment.views import Recipe, View
+from augbench.methods.base import Method
+from augbench.methods.distributed import gather_no_grad, rank
+from augbench.methods.queue import Queue
+from augbench.models.heads import MLP, ProjectorConfig
+
+
+def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+    """SwAV's equipartitioned codes for scores (N, K): rows sum to 1, each prototype's column to about N / K.
+
+    Q = exp(scores / ε)ᵀ is scaled alternately so that each prototype (row of
+    Q) holds mass 1/K and each sample (column) mass 1/N; returns N·Qᵀ (N, K).
+    The last scaling is per sample, so the sample marginals are exact and the
+    prototype marginals approximate after few iterations.
+    """
+    # Subtracting the maximum changes nothing after normalisation and keeps exp finite for any ε.
+    q = torch.exp(((scores - scores.max()) / epsilon).double()).T  # (K, N)
+    num_prototypes, num_samples = q.shape
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * num_prototypes
+        q /= q.sum(dim=0, keepdim=True) * num_samples
+    return (q * num_samples).T.to(scores.dtype)
+
+
+def swapped_prediction(codes: Tensor, scores: list[Tensor], temperature: float = 0.1) -> Tensor:
+    """Mean over `scores` (each (B, K), the other crops) of the cross-entropy from codes (B, K) to softmax(s / τ)."""
+    losses = [-(codes * F.log_softmax(s / temperature, dim=1)).sum(dim=1).mean() for s in scores]
+    return torch.stack(losses).mean()
+
+
+@dataclass
+class SwAVConfig:
+    """Multi-crop as SwAV's flags (nmb_crops, size_crops, min/max_scale_crops); `queue_size` 0 means no queue."""
+
+    name: str = "swav"
+    num_prototypes: int = 128
+    temperature: float = 0.1
+    epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    num_crops: list[int] = field(default_factory=lambda: [2, 4])
+    crop_sizes: list[int] = field(default_factory=lambda: [32, 16])
+    min_scale: list[float] = field(default_factory=lambda: [0.14, 0.05])
+    max_scale: list[float] = field(default_factory=lambda: [1.0, 0.14])
+    color_strength: float = 0.5
+    blur: bool = False
+    crops_for_assign: list[int] = field(default_factory=lambda: [0, 1])
+    queue_size: int = 0
+    freeze_prototypes_steps: int = 0
+    projector: ProjectorConfig = field(
+        default_factory=lambda: ProjectorConfig(num_layers=2, hidden_dim=2048, out_dim=128, bn=True)
+    )
+
+    def __post_init__(self):
+        groups = {"crop_sizes": self.crop_sizes, "min_scale": self.min_scale, "max_scale": self.max_scale}
+        for key, values in groups.items():
+            if len(values) != len(self.num_crops):
+                raise ValueError(f"{key}={values}: expected one entry per crop group of num_crops={self.num_crops}")
+        total = sum(self.num_crops)
+        if min(self.num_crops, default=0) < 1 or total < 2:
+            raise ValueError(f"num_crops={self.num_crops}: each group needs a crop and SwAV at least 2 crops")
+        if min(self.crop_sizes) < 1:
+            raise ValueError(f"crop_sizes={self.crop_sizes}: sizes must be positive")
+        for low, high in zip(self.min_scale, self.max_scale):
+            if not 0 < low <= high <= 1:
+                raise ValueError(f"min_scale={self.min_scale}, max_scale={self.max_scale}: need 0 < min ≤ max ≤ 1")
+        beyond = [crop for crop in self.crops_for_assign if not 0 <= crop < total]
+        if not self.crops_for_assign or beyond or len(set(self.crops_for_assign)) != len(self.crops_for_assign):
+            raise ValueError(
+                f"crops_for_assign={self.crops_for_assign}: must name distinct crops among the {total} crops of "
+                f"num_crops={self.num_crops} (indices 0..{total - 1})"
+            )
+        for key in ("num_prototypes", "sinkhorn_iterations"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)}: must be at least 1")
+        for key in ("temperature", "epsilon"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key}={getattr(self, key)}: must be positive")
+        if self.queue_size < 0 or self.freeze_prototypes_steps < 0:
+            raise ValueError("queue_size and freeze_prototypes_steps must not be negative")
+
+    def views(self, image_size: int) -> Recipe:
+        """Multi-crop at the absolute `crop_sizes` (SwAV's convention); `image_size` does not rescale them."""
+        return multicrop(self.num_crops, self.crop_sizes, self.min_scale, self.max_scale, self.color_strength,
+                         self.blur)
+
+
+class SwAVMethod(Method):
+    def __init__(self, backbone: nn.Module, config: SwAVConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.projector = MLP(backbone.out_dim, config.projector.specs())
+        self.prototypes = nn.Linear(self.projector.out_dim, config.num_prototypes, bias=False)
+        self._normalize_prototypes()
+        if config.queue_size:
+            self.queues = nn.ModuleList(Queue(config.queue_size, self.projector.out_dim)
+                                        for _ in config.crops_for_assign)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def forward(self, views: list[View]) -> dict[str, Tensor]:
+        total = sum(self.config.num_crops)
+        if len(views) != total:
+            raise ValueError(f"SwAV takes num_crops={self.config.num_crops} ({total}) views, got {len(views)}; "
+                             "set augment.recipe=method")
+        embeddings = self._embed(views)  # (B, D) per crop, unit norm
+        weight = self.prototypes.weight  # (K, D)
+        if int(self.step) < self.config.freeze_prototypes_steps:
+            # Zero gradient rather than detaching: under DDP every parameter must take part in the loss.
+            weight = weight.detach() + 0.0 * weight
+        scores = [z @ weight.T for z in embeddings]  # (B, K) per crop
+        losses, usage = [], []
+        for slot, crop in enumerate(self.config.crops_for_assign):
+            codes = self._codes(slot, scores[crop].detach(), embeddings[crop].detach())
+            others = [scores[v] for v in range(total) if v != crop]
+            losses.append(swapped_prediction(codes, others, self.config.temperature))
+            usage.append(codes.argmax(dim=1).unique().numel() / self.config.num_prototypes)
+        return {
+            "loss": torch.stack(losses).mean(),
+            "prototype_usage": torch.tensor(sum(usage) / len(usage)),
+            "prototypes_frozen": torch.tensor(float(int(self.step) < self.config.freeze_prototypes_steps)),
+        }
+
+    def _embed(self, views: list[View]) -> list[Tensor]:
+        """Crops of one size go through the backbone together, as SwAV batches them by resolution."""
+        embeddings: list[Tensor] = []
+        for _, group in itertools.groupby(views, key=lambda view: view.images.shape[-2:]):
+            images = [view.images for view in group]
+            z = F.normalize(self.projector(self.backbone(torch.cat(images))), dim=1)
+            embeddings += list(z.split([len(batch) for batch in images]))
+        return embeddings
+
+    @torch.no_grad()
+    def _codes(self, slot: int, scores: Tensor, embeddings: Tensor) -> Tensor:
+        """Sinkhorn codes of this rank's samples, computed over the global batch and the full queue."""
+        batch_scores = gather_no_grad(scores)  # (world × B, K)
+        bank = batch_scores[:0]
+        if self.config.queue_size:
+            queue = self.queues[slot]
+            if int(queue.filled) == len(queue.keys):  # SwAV uses the queue once it is full
+                bank = queue.negatives().to(scores.dtype) @ self.prototypes.weight.T
+            queue.push(gather_no_grad(embeddings))
+        codes = sinkhorn(torch.cat([bank, batch_scores]), self.config.epsilon, self.config.sinkhorn_iterations)
+        start = len(bank) + rank() * len(scores)
+        return codes[start : start + len(scores)]
+
+    @torch.no_grad()
+    def _normalize_prototypes(self) -> None:
+        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+
+    def update_target(self, progress: float) -> dict[str, float]:
+        self.step += 1
+        self._normalize_prototypes()
+        return {}

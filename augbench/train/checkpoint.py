@@ -1,0 +1,116 @@
+"""Checkpoints that never run code and never leave half a file, and the state a bit-exact resume needs.
+
+- `safe_load(path)` reads any torch pickle (Lightning `.ckpt`, legacy `.pth`)
+  with `torch.load(weights_only=True)`: tensors, numbers, strings and
+  containers only. A pickle that asks to call anything else (the way a
+  malicious checkpoint runs code) is refused with a CheckpointError naming the
+  file, before anything in it executes.
+- `AtomicCheckpointIO` is the Lightning checkpoint plugin of every run: it
+  writes to `<name>.partial` and renames over the old file, so a crash or a
+  full disk during a write leaves the previous checkpoint valid; it loads with
+  `safe_load`.
+- `rng_state()` / `restore_rng_state()` carry the Python, NumPy and torch
+  (CPU and CUDA) generators through a checkpoint as plain tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from augbench.errors import CheckpointError
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`, with any failure reported as a CheckpointError naming `path`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the cause
+        raise CheckpointError(f"{path}: refused to load as a weights-only checkpoint: {_reason(error)}") from None
+
+
+def _reason(error: Exception) -> str:
+    """The line of torch's long weights-only message that says what the file asked for."""
+    text = str(error)
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n\n|$)", text, re.DOTALL)
+    if refused:
+        return f"it asks for something other than tensors and plain data ({refused.group(1).strip()})"
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first_line}"
+
+
+def write_atomic(save: Any, path: str | Path) -> Path:
+    """Run `save(file)` on `<path>.partial`, sync it, then rename it over `path`.
+
+    On any error (ENOSPC included) the partial file is removed and `path`,
+    if it existed, is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "wb") as file:
+            save(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, written by rename and read weights-only."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+        try:
+            write_atomic(lambda file: torch.save(checkpoint, file), path)
+        except OSError as error:
+            raise CheckpointError(
+                f"{path}: could not write the checkpoint ({error.strerror or error}); "
+                "the previous checkpoint at this path, if any, is unchanged"
+            ) from error
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return safe_load(path, map_location=map_location or "cpu")
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global generator's state as tensors and ints, so a weights-only load can read it back."""
+    numpy_kind, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": numpy_kind,
+            "keys": torch.from_numpy(numpy_keys.astype(np.int64)),
+            "pos": int(numpy_pos),
+            "has_gauss": int(numpy_has_gauss),
+            "gauss": float(numpy_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((numpy["kind"], keys, numpy["pos"], numpy["has_gauss"], numpy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

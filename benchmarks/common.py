@@ -1,0 +1,66 @@
+"""What every benchmark shares: the machine's description, a timer, and the images both sides get."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from augbench.data.shapes_world import ShapesWorldConfig, load_shapes_world
+from augbench.train.pretrain import PretrainConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    """CPU model, cores, torch version and threads, for the first line of every benchmark's output."""
+    model = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
+        if "avx512_bf16" in flags:
+            model += " (avx512_bf16)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def shapes_world_images(count: int, size: int) -> torch.Tensor:
+    """`count` Shapes World images (count, 3, size, size) uint8: the quickstart's data, at any size."""
+    config = ShapesWorldConfig(image_size=size, train_size=count, val_size=1, test_size=1)
+    return load_shapes_world(config, "train").images
+
+
+def best_rate(run: Callable[[], int], repeats: int, warmup: int = 1) -> float:
+    """Items per second of `run` (which returns how many items it processed): the best of `repeats` timings.
+
+    The best of several repeats, not the mean, because the machine is shared:
+    the fastest repeat is the one least disturbed by other processes.
+    """
+    for _ in range(warmup):
+        run()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        count = run()
+        rates.append(count / (time.perf_counter() - start))
+    return max(rates)
+
+
+def augbench_config(method: str, size: int, batch: int, width: float) -> PretrainConfig:
+    """A method preset of configs/methods with the benchmark's ResNet-18 width (CIFAR stem up to 64 px) and batch."""
+    overrides = [f"model.width={width}", f"model.cifar_stem={size <= 64}", f"trainer.batch_size={batch}"]
+    config, _ = load_config(REPO / "configs" / "methods" / f"{method}.yaml", overrides)
+    return config
+
+
+def autocast(precision: str):
+    """bf16 autocast on the CPU for "bf16", nothing for "fp32"."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()

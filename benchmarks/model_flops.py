@@ -1,0 +1,103 @@
+"""Achieved model FLOP/s of augbench's training step as a fraction of this machine's matmul peak, same run.
+
+The step is pretrain_throughput.py's augbench MoCo v2 step (views augmented on
+the device, forward of both branches, backward, SGD step, EMA update).
+`torch.utils.flop_counter.FlopCounterMode` counts the model's FLOPs of one
+step (convolutions and matmuls, forward and backward; augmentation and the
+optimiser count as time, not FLOPs); achieved = FLOPs per step / seconds per
+step. The peak is a large `torch.mm` measured here, in fp32 (and in bf16 for
+the bf16-autocast step, whose matmuls run in bf16).
+Prints, last, achieved / fp32 peak of the fp32 step for each width.
+Usage: python benchmarks/model_flops.py [--widths 0.25 1.0] [--size 32] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from common import augbench_config, autocast, machine, shapes_world_images
+from torch.utils.flop_counter import FlopCounterMode
+
+from augbench.augment.recipes import build_recipe
+from augbench.augment.views import to_float
+from augbench.methods import build_method
+from augbench.models.backbones import build_backbone
+from augbench.train.optim import build_optimizer
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of `repeats` (n × n) @ (n × n) products."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def training_step(width: float, size: int, batch: int, precision: str):
+    config = augbench_config("moco_v2", size, batch, width)
+    model = build_method(config.method, build_backbone(config.model)).to(memory_format=torch.channels_last)
+    recipe = build_recipe(config.augment, size)
+    optimizer = build_optimizer(model, config.optim, batch)
+    images = shapes_world_images(batch, size)
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        views = recipe(to_float(images).contiguous(memory_format=torch.channels_last), generator)
+        with autocast(precision):
+            loss = model(views)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.update_target(0.5)
+
+    return step
+
+
+def achieved(width: float, size: int, batch: int, precision: str, steps: int) -> tuple[float, float]:
+    """(FLOPs per step, the fastest step's seconds)."""
+    step = training_step(width, size, batch, precision)
+    step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    best = float("inf")
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return counter.get_total_flops(), best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=float, nargs="+", default=[0.25, 1.0])
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    print(machine())
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak (4096², best of 5): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    fractions = []
+    for width in args.widths:
+        for precision in ("fp32", "bf16"):
+            flops, seconds = achieved(width, args.size, args.batch, precision, args.steps)
+            rate = flops / seconds
+            print(f"ResNet-18 width {width}, {args.size} px, batch {args.batch}, {precision}: "
+                  f"{flops / 1e9:.1f} GFLOP/step in {seconds:.2f} s = {rate / 1e9:.0f} GFLOP/s, "
+                  f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak, {100 * rate / peaks[precision]:.0f} % of "
+                  f"{precision} peak", flush=True)
+            if precision == "fp32":
+                fractions.append((width, rate / peaks["fp32"]))
+    print("achieved model FLOP/s / fp32 matmul peak (MoCo v2 step, fp32): "
+          + ", ".join(f"width {width} {100 * fraction:.0f} %" for width, fraction in fractions))
+
+
+if __name__ == "__main__":
+    main()

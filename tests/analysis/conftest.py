@@ -1,0 +1,73 @@
+"""A results store filled through the store's own API with numbers of a known structure."""
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+import yaml
+
+from augbench.analysis.store import ResultsStore, owner_id
+
+METHODS = {"moco_v2": {"method": {"negatives": "queue", "predictor": {"enabled": False}}},
+           "byol": {"method": {"negatives": "none", "predictor": {"enabled": True}}},
+           "simclr": {"method": {"negatives": "batch", "predictor": {"enabled": False}}}}
+DATASETS = ("photo", "flat", "digits")
+SEEDS = (0, 1)
+TASKS = {"shape": "semantic/image", "hue": "structural/image", "count": "structural/image", "mask": "structural/pixel"}
+METHOD_SHIFT = {"moco_v2": 0.0, "byol": 4.0, "simclr": 2.0}
+DATASET_SHIFT = {"photo": 10.0, "flat": 5.0, "digits": 0.0}
+
+
+def expected_value(method: str, dataset: str, seed: int, task: str) -> float:
+    """shape and count rise with the encoder's quality; hue falls with it; mask is noise around 50."""
+    quality = METHOD_SHIFT[method] + DATASET_SHIFT[dataset]
+    noise = np.random.default_rng(zlib.crc32(f"{method}{dataset}{seed}{task}".encode())).normal(0, 0.5)
+    return {"shape": 40 + quality, "hue": 80 - quality, "count": 20 + 2 * quality,
+            "mask": 50 + 5 * noise}[task] + noise
+
+
+def fill_store(path, probes: bool = False) -> ResultsStore:
+    store = ResultsStore(path, create=True)
+    config = {"name": "synthetic", "methods": {m: {} for m in METHODS}, "reference_task": "shape",
+              "protocol": "linear", "comparisons": [["moco_v2", "byol"]]}
+    store.set_meta(benchmark="synthetic", source="tests", small="False", config=yaml.safe_dump(config))
+    cells = [{"cell_id": f"{m}__{d}__seed{s}__quick", "method": m, "dataset": d, "seed": s, "suite": "quick",
+              "run_name": f"{m}__{d}__seed{s}"} for m in METHODS for d in DATASETS for s in SEEDS]
+    store.add_cells(cells)
+    owner = owner_id("test")
+    while (cell := store.claim(owner, lease_seconds=60)) is not None:
+        run_config = {"name": cell["run_name"], "seed": cell["seed"], "model": {"name": "resnet18", "width": 0.25},
+                      "trainer": {"max_epochs": 4, "batch_size": 128, "max_steps": -1},
+                      "optim": {"name": "sgd", "lr": 0.05}, **METHODS[cell["method"]]}
+        store.record_run({"run_name": cell["run_name"], "method": cell["method"], "dataset": cell["dataset"],
+                          "seed": cell["seed"], "run_dir": f"runs/{cell['run_name']}",
+                          "config": yaml.safe_dump(run_config),
+                          "code_version": "test", "environment": "{}", "state": "finished"})
+        records = []
+        for task, category in TASKS.items():
+            for protocol in ("knn", "linear"):
+                value = expected_value(cell["method"], cell["dataset"], cell["seed"], task)
+                records.append({"task": task, "category": category, "kind": "standard", "protocol": protocol,
+                                "metric": "top1", "value": value - (3 if protocol == "knn" else 0),
+                                "budget": json.dumps({"train_images": 1000}), "seed": cell["seed"], "eval_seed": 0,
+                                "settings": json.dumps({"k": 20} if protocol == "knn" else {"max_iter": 100}),
+                                "n_train": 1000, "n_test": 200, "higher_is_better": True})
+        if probes:
+            for stage in ("layer1", "layer2", "layer3", "layer4"):
+                for augmentation in ("crop", "color_jitter"):
+                    depth = int(stage[-1])
+                    records.append({"task": f"invariance/{augmentation}", "category": "probe", "kind": "invariance",
+                                    "protocol": f"cosine@{stage}", "metric": "cosine",
+                                    "value": 1 - 0.1 * depth * (2 if augmentation == "crop" else 1),
+                                    "budget": "{}", "seed": cell["seed"], "n_test": 100,
+                                    "details": json.dumps({"augmentation": augmentation, "stage": stage})})
+        assert store.finish(cell["cell_id"], owner, cell["run_name"], records)
+    return store
+
+
+@pytest.fixture
+def filled_store(tmp_path):
+    store = fill_store(tmp_path / "bench" / "results.sqlite", probes=True)
+    yield store
+    store.close()

@@ -1,0 +1,127 @@
+import base64
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from augbench.analysis.report import write_report
+from augbench.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SECTIONS = ("Grid", "Results (mean ± std over pretraining seeds)", "Correlation with the reference task 'shape'",
+            "Task × task Spearman correlation", "Effect of each design-space switch",
+            "Invariance probes per method and depth", "Protocols and budgets")
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self.headings, self.external = 0, [], [], []
+        self._in_heading = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tables += tag == "table"
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag in ("script", "link") or (tag == "img" and not attrs["src"].startswith("data:")):
+            self.external.append(tag)
+        self._in_heading = tag == "h2"
+
+    def handle_data(self, data):
+        if self._in_heading:
+            self.headings.append(data)
+            self._in_heading = False
+
+
+@pytest.fixture
+def report(filled_store):
+    return write_report(filled_store.path.parent)
+
+
+def test_html_report_is_self_contained_with_tables_and_png_figures(report):
+    html_path, _ = report
+    page = _Collector()
+    page.feed(html_path.read_text())
+    assert page.external == []  # nothing to fetch: no scripts, stylesheets or linked images
+    for section in SECTIONS:
+        assert section in page.headings
+    assert page.tables >= 8
+    assert len(page.images) == 3  # reference scatter, correlation heatmap, probe cosine per depth
+    for source in page.images:
+        header, data = source.split(",", 1)
+        assert header == "data:image/png;base64"
+        assert base64.b64decode(data).startswith(PNG_MAGIC)
+
+
+def test_html_tables_carry_the_analysis(report):
+    text = report[0].read_text()
+    assert "moco_v2 · photo" in text  # results table column
+    assert "method.negatives, method.predictor.enabled" in text  # the switch between moco_v2 and byol
+    assert re.search(r"<th>hue</th>\s*<td>9</td>\s*<td>-1.00</td>", text)  # 9 encoders, rho = -1 vs shape
+    assert "18 of 18 cells finished" in text
+
+
+def test_markdown_report_links_figures_written_beside_it(report):
+    _, markdown_path = report
+    markdown = markdown_path.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(links) == 3
+    for link in links:
+        assert (markdown_path.parent / link).read_bytes().startswith(PNG_MAGIC)
+    assert "| hue " in markdown and "## Protocols and budgets" in markdown
+
+
+def test_report_command_writes_both_files(filled_store, tmp_path):
+    output = tmp_path / "out" / "study.html"
+    assert main(["report", str(filled_store.path.parent), "--output", str(output)]) == 0
+    assert output.is_file() and output.with_suffix(".md").is_file()
+
+
+def test_report_of_a_missing_store_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results store" in capsys.readouterr().out
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Records console messages, page errors and failed resource loads into the DOM, then how many images decoded.
+_PROBE = """<script>
+const problems = [];
+for (const level of ["error", "warn"]) {
+  const original = console[level];
+  console[level] = (...args) => { problems.push(level + ": " + args.join(" ")); original(...args); };
+}
+window.addEventListener("error", e => problems.push("error: " + (e.message || e.target.src || e.target.tagName)), true);
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const decoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  const out = document.createElement("pre");
+  out.id = "render-check";
+  out.textContent = JSON.stringify({images: images.length, decoded: decoded,
+    tables: document.querySelectorAll("table").length,
+    rows: document.querySelectorAll("table tr").length, problems: problems});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium); "
+                                             "the html.parser tests above still check the HTML")
+def test_chromium_renders_the_tables_and_images_without_console_errors(report, tmp_path):
+    import json
+
+    page = tmp_path / "check.html"
+    page.write_text(report[0].read_text().replace("<head>", "<head>" + _PROBE, 1))
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom",
+         page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    found = re.search(r'<pre id="render-check">(.*?)</pre>', dom, re.S)
+    assert found, f"the page did not finish loading in Chromium; DOM starts {dom[:300]!r}"
+    check = json.loads(found.group(1).replace("&quot;", '"'))
+    assert check["problems"] == []
+    assert check["images"] == check["decoded"] == 3
+    assert check["tables"] >= 8 and check["rows"] > 50

@@ -1,0 +1,105 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from augbench.analysis import stats
+from augbench.analysis.store import load_results
+from tests.analysis.conftest import DATASETS, METHODS, SEEDS, TASKS, expected_value
+
+
+@pytest.fixture
+def results(filled_store):
+    loaded = load_results(filled_store.path)
+    return loaded[loaded["kind"] == "standard"]
+
+
+def test_summary_is_the_mean_and_sample_std_over_seeds(results):
+    summary = stats.summarize(results)
+    row = summary[(summary["method"] == "byol") & (summary["pretrain_dataset"] == "flat")
+                  & (summary["task"] == "mask") & (summary["protocol"] == "linear")].iloc[0]
+    values = np.array([expected_value("byol", "flat", s, "mask") for s in SEEDS])
+    assert row["mean"] == pytest.approx(values.mean())
+    assert row["std"] == pytest.approx(values.std(ddof=1))
+    assert row["seeds"] == len(SEEDS)
+    assert row["category"] == TASKS["mask"]
+
+
+def test_encoder_matrix_reads_the_chosen_protocol(results):
+    linear, knn = stats.encoder_matrix(results, "linear"), stats.encoder_matrix(results, "knn")
+    assert linear.shape == (len(METHODS) * len(DATASETS), len(TASKS))
+    np.testing.assert_allclose(linear.to_numpy() - knn.to_numpy(), 3.0)
+
+
+def test_ranks_follow_each_metrics_direction():
+    rows = pd.DataFrame({
+        "method": ["a", "b", "c"] * 2, "pretrain_dataset": ["d"] * 6, "task": ["acc"] * 3 + ["err"] * 3,
+        "protocol": ["linear"] * 6, "metric": ["top1"] * 3 + ["mae"] * 3, "value": [50, 70, 60, 5, 1, 3],
+    })
+    ranks = stats.rank_table(rows)
+    assert ranks.loc[("b", "d"), "acc"] == 1 and ranks.loc[("a", "d"), "acc"] == 3
+    assert ranks.loc[("b", "d"), "err"] == 1 and ranks.loc[("a", "d"), "err"] == 3  # lower mae is better
+    assert ranks.index[0] == ("b", "d")
+
+
+def test_reference_correlations_match_independent_numpy_computations(results):
+    matrix = stats.encoder_matrix(results, "linear")
+    table = stats.reference_correlations(matrix, "shape").set_index("task")
+    assert table.loc["hue", "spearman"] == pytest.approx(-1.0)  # hue falls exactly as shape rises (by design)
+    assert table.loc["count", "spearman"] == pytest.approx(1.0)
+    for task in ("hue", "count", "mask"):
+        x, y = matrix["shape"].to_numpy(), matrix[task].to_numpy()
+        assert table.loc[task, "pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+        ranks_x, ranks_y = x.argsort().argsort(), y.argsort().argsort()
+        assert table.loc[task, "spearman"] == pytest.approx(np.corrcoef(ranks_x, ranks_y)[0, 1])
+    assert table.loc["mask", "encoders"] == len(METHODS) * len(DATASETS)
+
+
+def test_correlation_is_nan_below_three_encoders_and_unknown_reference_is_named():
+    matrix = pd.DataFrame({"shape": [1.0, 2.0], "hue": [2.0, 1.0]})
+    assert stats.reference_correlations(matrix, "shape")["spearman"].isna().all()
+    with pytest.raises(KeyError, match="reference task 'imagenet'"):
+        stats.reference_correlations(matrix, "imagenet")
+
+
+def test_task_correlations_are_symmetric_with_unit_diagonal(results):
+    matrix = stats.task_correlations(stats.encoder_matrix(results))
+    np.testing.assert_allclose(matrix.to_numpy(), matrix.to_numpy().T)
+    np.testing.assert_allclose(np.diag(matrix.to_numpy()), 1.0)
+
+
+def test_category_summary_is_the_mean_rank_over_each_categorys_tasks(results):
+    summary = stats.category_summary(results, "linear")
+    ranks = stats.rank_table(results, "linear")
+    assert summary.loc[("moco_v2", "photo"), "structural/image"] == pytest.approx(
+        (ranks.loc[("moco_v2", "photo"), "hue"] + ranks.loc[("moco_v2", "photo"), "count"]) / 2)
+    assert summary.loc[("byol", "photo"), "semantic/image"] == 1  # the best shape score by construction
+    correlations = stats.reference_correlations(stats.encoder_matrix(results), "shape")
+    by_category = stats.category_correlations(correlations, results)
+    assert by_category.loc["structural/image", "tasks"] == 2
+    assert by_category.loc["structural/image", "mean_spearman"] == pytest.approx(0.0)  # hue -1, count +1
+
+
+def test_switch_effects_are_paired_differences_with_a_t_interval(filled_store, results):
+    configs = stats.run_configs(filled_store.table("runs"))
+    effects = stats.switch_effects(results, [["moco_v2", "byol"]], configs, "linear").set_index("task")
+    differences = np.array([expected_value("byol", d, s, "shape") - expected_value("moco_v2", d, s, "shape")
+                            for d in DATASETS for s in SEEDS])
+    row = effects.loc["shape"]
+    assert row["pairs"] == len(differences)
+    assert row["mean_difference"] == pytest.approx(differences.mean())
+    half = scipy_stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / np.sqrt(len(differences))
+    assert (row["t_low"], row["t_high"]) == pytest.approx((differences.mean() - half, differences.mean() + half))
+    assert row["bootstrap_low"] <= differences.mean() <= row["bootstrap_high"]
+    assert row["switches"] == "method.negatives, method.predictor.enabled"
+    assert effects.loc["all tasks", "pairs"] == len(differences) * len(TASKS)
+
+
+def test_changed_keys_lists_nested_differences():
+    old = {"method": {"negatives": "queue", "projector": {"bn": False}}, "seed": 0}
+    new = {"method": {"negatives": "none", "projector": {"bn": True}}, "seed": 0, "extra": 1}
+    assert stats.changed_keys(old, new) == ["extra", "method.negatives", "method.projector.bn"]
+
+
+def test_default_comparisons_walk_the_listed_path():
+    assert stats.default_comparisons(["a", "b", "c"]) == [["a", "b"], ["b", "c"]]

@@ -1,0 +1,420 @@
+"""On-disk datasets, each read from a tiny copy generated here in the dataset's native layout.
+
+Every image is a solid colour chosen by its class, so a loaded image's mean
+colour tells which class file it came from, independently of the loader's
+labels.
+"""
+
+import pickle
+import re
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from augbench.config import ConfigError, shipped_config
+from augbench.data import DATASETS, load_split
+from augbench.data.disk import (
+    Caltech101Config,
+    Cifar10Config,
+    Cifar100Config,
+    DtdConfig,
+    EuroSatConfig,
+    Flowers102Config,
+    ImageFolderConfig,
+    LazyImageDataset,
+    PetsConfig,
+    Stl10Config,
+    load_from_disk,
+)
+from augbench.errors import DataError
+from augbench.train.pretrain import load_config, pretrain, read_status
+from tests.conftest import TINY_OVERRIDES
+
+PALETTE = np.array([[(37 * c) % 256, (91 * c + 60) % 256, (151 * c + 120) % 256] for c in range(10)], dtype=np.uint8)
+
+
+def _solid(path, colour, size=(24, 36)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.broadcast_to(colour, (*size, 3)).copy()).save(path, quality=98)
+
+
+def _class_of(images: torch.Tensor) -> np.ndarray:
+    """The palette entry nearest to each image's mean colour."""
+    means = images.float().mean(dim=(2, 3)).numpy()  # (N, 3)
+    return np.abs(means[:, None, :] - PALETTE[None].astype(float)).sum(axis=2).argmin(axis=1)
+
+
+def _load_all(config):
+    return {split: load_from_disk(config, split) for split in ("train", "val", "test")}
+
+
+def _check(splits, size, classes, label="class"):
+    for split, dataset in splits.items():
+        assert dataset.images.dtype == torch.uint8 and dataset.images.shape[1:] == (3, size, size), split
+        labels = dataset.labels[label]
+        assert labels.dtype == torch.int64 and len(labels) == len(dataset.images)
+        assert dataset.classes[label] == classes
+        if len(labels):
+            assert np.array_equal(_class_of(dataset.images), labels.numpy()), split
+
+
+# --- CIFAR ----------------------------------------------------------------------------------------------------
+
+
+def _cifar_images(labels):
+    images = PALETTE[labels][:, :, None, None].repeat(32, 2).repeat(32, 3)  # (N, 3, 32, 32)
+    return images.reshape(len(labels), -1)  # CIFAR rows: 3072 bytes, channel-major
+
+
+def _write_cifar10(root, per_batch=6, test=8):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    all_labels = []
+    for index in range(1, 6):
+        labels = rng.integers(0, 10, per_batch)
+        all_labels.append(labels)
+        batch = {"batch_label": f"training batch {index} of 5", "labels": labels.tolist(),
+                 "data": _cifar_images(labels), "filenames": [f"{i}.png" for i in range(per_batch)]}
+        (folder / f"data_batch_{index}").write_bytes(pickle.dumps(batch, protocol=2))
+    test_labels = np.arange(test) % 10
+    (folder / "test_batch").write_bytes(pickle.dumps({"labels": test_labels.tolist(),
+                                                      "data": _cifar_images(test_labels)}, protocol=2))
+    names = [f"class{c}" for c in range(10)]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names, "num_vis": 3072}, protocol=2))
+    return np.concatenate(all_labels), test_labels, names
+
+
+def test_cifar10_reads_pickled_batches(tmp_path):
+    train_labels, test_labels, names = _write_cifar10(tmp_path)
+    splits = _load_all(Cifar10Config(path=str(tmp_path)))
+    _check(splits, 32, names)
+    assert torch.equal(splits["test"].labels["class"], torch.from_numpy(test_labels))
+    train_val = torch.cat([splits["train"].labels["class"], splits["val"].labels["class"]])
+    assert len(splits["val"]) == 3 and len(train_val) == 30  # val_fraction 0.1 of the 30 train images
+    assert sorted(train_val.tolist()) == sorted(train_labels.tolist())
+
+
+def test_cifar10_path_may_name_the_batches_folder_itself_and_resizes(tmp_path):
+    _write_cifar10(tmp_path)
+    test = load_from_disk(Cifar10Config(path=str(tmp_path / "cifar-10-batches-py"), image_size=16), "test")
+    assert test.images.shape == (8, 3, 16, 16)
+    assert np.array_equal(_class_of(test.images), test.labels["class"].numpy())
+
+
+def test_cifar100_has_fine_and_coarse_labels(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    fine = np.arange(12) % 10  # the palette has 10 colours; the other 90 classes stay unused
+    for split in ("train", "test"):
+        data = {"fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(), "data": _cifar_images(fine)}
+        (folder / split).write_bytes(pickle.dumps(data, protocol=2))
+    fine_names, coarse_names = [f"fine{i}" for i in range(100)], [f"coarse{i}" for i in range(20)]
+    meta = {"fine_label_names": fine_names, "coarse_label_names": coarse_names}
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+    splits = _load_all(Cifar100Config(path=str(tmp_path)))
+    _check(splits, 32, fine_names)
+    for dataset in splits.values():
+        assert dataset.classes["superclass"] == coarse_names
+        assert torch.equal(dataset.labels["superclass"], dataset.labels["class"] // 5)
+
+
+class _WritesAFile:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (str(self.target), "w"))
+
+
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path):
+    _write_cifar10(tmp_path)
+    target = tmp_path / "written_by_pickle"
+    hostile = {"labels": [0], "data": _cifar_images(np.array([0])), "payload": _WritesAFile(target)}
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(pickle.dumps(hostile, protocol=2))
+    with pytest.raises(DataError, match=rf"{re.escape(str(batch))}: not a readable CIFAR batch .*refusing"):
+        load_from_disk(Cifar10Config(path=str(tmp_path)), "test")
+    assert not target.exists()
+
+
+def test_cifar_folder_lacking_a_batch_names_it(tmp_path):
+    _write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DataError, match=r"missing .*data_batch_3 \(cifar10: expected cifar-10-batches-py/"):
+        load_from_disk(Cifar10Config(path=str(tmp_path)), "train")
+
+
+# --- STL-10 ---------------------------------------------------------------------------------------------------
+
+
+def _write_stl_images(path, labels):
+    images = PALETTE[labels][:, :, None, None].repeat(96, 2).repeat(96, 3)
+    images[:, :, :48, :] //= 2  # top half darker: tells rows from columns, which STL stores transposed
+    images.transpose(0, 1, 3, 2).tofile(path)
+    return images
+
+
+def test_stl10_reads_binaries_and_adds_unlabelled_images(tmp_path):
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    train_labels, test_labels = np.arange(20) % 10, np.arange(10)
+    _write_stl_images(folder / "train_X.bin", train_labels)
+    (train_labels + 1).astype(np.uint8).tofile(folder / "train_y.bin")
+    test_images = _write_stl_images(folder / "test_X.bin", test_labels)
+    (test_labels + 1).astype(np.uint8).tofile(folder / "test_y.bin")
+    _write_stl_images(folder / "unlabeled_X.bin", np.arange(4))
+    names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+    (folder / "class_names.txt").write_text("\n".join(names) + "\n")
+
+    test = load_from_disk(Stl10Config(path=str(tmp_path)), "test")
+    assert torch.equal(test.images, torch.from_numpy(test_images))
+    assert torch.equal(test.labels["class"], torch.from_numpy(test_labels))
+    assert test.classes["class"] == names
+    labelled = load_from_disk(Stl10Config(path=str(tmp_path)), "train")
+    assert len(labelled) == 18  # 2 of 20 held out for val
+    pretraining = load_from_disk(Stl10Config(path=str(tmp_path), train_split="train+unlabeled"), "train")
+    assert len(pretraining) == 22 and (pretraining.labels["class"] == -1).sum() == 4
+    (folder / "unlabeled_X.bin").unlink()
+    load_from_disk(Stl10Config(path=str(tmp_path)), "train")  # the labelled splits never read the unlabelled file
+    with pytest.raises(DataError, match=r"missing .*unlabeled_X.bin"):
+        load_from_disk(Stl10Config(path=str(tmp_path), train_split="unlabeled"), "train")
+
+
+# --- ImageFolder ----------------------------------------------------------------------------------------------
+
+
+def _write_tree(root, per_class=(5, 6, 4), suffix="png"):
+    for label, count in enumerate(per_class):
+        for index in range(count):
+            size = (20 + 4 * index, 30 + 2 * label)  # varied sizes and aspect ratios
+            _solid(root / f"class_{label}" / f"{index}.{suffix}", PALETTE[label], size)
+
+
+def test_imagefolder_with_train_and_val_folders(tmp_path):
+    _write_tree(tmp_path / "train")
+    _write_tree(tmp_path / "val", per_class=(2, 2, 2), suffix="jpg")
+    splits = _load_all(ImageFolderConfig(path=str(tmp_path), image_size=16))
+    _check(splits, 16, ["class_0", "class_1", "class_2"])
+    assert len(splits["test"]) == 6 and len(splits["train"]) + len(splits["val"]) == 15
+
+
+def test_imagefolder_single_tree_is_carved_stratified_and_reproducibly(tmp_path):
+    _write_tree(tmp_path, per_class=(10, 10, 10))
+    config = ImageFolderConfig(path=str(tmp_path), image_size=8, val_fraction=0.2, test_fraction=0.3)
+    splits = _load_all(config)
+    _check(splits, 8, ["class_0", "class_1", "class_2"])
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [14, 7, 9]  # fractions of all 30, rounded up
+    assert torch.bincount(splits["test"].labels["class"]).tolist() == [3, 3, 3]
+    assert torch.equal(load_from_disk(config, "val").labels["class"], splits["val"].labels["class"])
+
+
+def test_resize_modes(tmp_path):
+    half = np.zeros((20, 40, 3), dtype=np.uint8)
+    half[:, :20] = (255, 0, 0)
+    half[:, 20:] = (0, 0, 255)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(half).save(tmp_path / name / "0.png")
+        Image.fromarray(half).save(tmp_path / name / "1.png")
+    base = {"path": str(tmp_path), "image_size": 10, "val_fraction": 0.0, "test_fraction": 0.5}
+    cropped = load_from_disk(ImageFolderConfig(**base), "train").images[0]
+    stretched = load_from_disk(ImageFolderConfig(**base, resize="stretch"), "train").images[0]
+    # Shorter side 20 → 10, long side 40 → 20, centre 10 columns: left half red, right half blue.
+    assert cropped[:, :, :4].float().mean(dim=(1, 2)).tolist() == [255, 0, 0]
+    assert cropped[:, :, 6:].float().mean(dim=(1, 2)).tolist() == [0, 0, 255]
+    assert stretched[:, :, :4].float().mean(dim=(1, 2)).tolist() == [255, 0, 0]
+    assert stretched[:, :, 6:].float().mean(dim=(1, 2)).tolist() == [0, 0, 255]
+
+
+def test_bad_image_stops_with_its_path_or_is_skipped_and_counted(tmp_path):
+    _write_tree(tmp_path / "train")
+    _write_tree(tmp_path / "val", per_class=(2, 2, 2))
+    bad = tmp_path / "val" / "class_1" / "0.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}: cannot decode image .*skip_bad_images=true"):
+        load_from_disk(ImageFolderConfig(path=str(tmp_path), image_size=8), "test")
+    with pytest.warns(UserWarning, match=r"skipped 1 undecodable image\(s\) of 6"):
+        test = load_from_disk(ImageFolderConfig(path=str(tmp_path), image_size=8, skip_bad_images=True), "test")
+    assert len(test) == 5 and test.skipped[0][0] == str(bad)
+    assert test.labels["class"].tolist() == [0, 0, 1, 2, 2]
+    assert np.array_equal(_class_of(test.images), test.labels["class"].numpy())
+
+
+def test_missing_empty_and_incomplete_folders_are_named(tmp_path):
+    absent = tmp_path / "absent"
+    with pytest.raises(DataError, match=rf"data.path={re.escape(str(absent))}: no such directory"):
+        load_from_disk(ImageFolderConfig(path=str(absent)), "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty.*class folder"):
+        load_from_disk(ImageFolderConfig(path=str(tmp_path / "empty")), "train")
+    (tmp_path / "tree" / "cat").mkdir(parents=True)
+    (tmp_path / "tree" / "dog").mkdir()
+    _solid(tmp_path / "tree" / "cat" / "0.png", PALETTE[0])
+    with pytest.raises(DataError, match=r"no valid file for the classes.*dog"):
+        load_from_disk(ImageFolderConfig(path=str(tmp_path / "tree")), "train")
+    _write_tree(tmp_path / "only_train" / "train")
+    with pytest.raises(DataError, match=r"has train/ but no val/"):
+        load_from_disk(ImageFolderConfig(path=str(tmp_path / "only_train")), "train")
+    with pytest.raises(DataError, match=r"data.path=.*no cifar-10-batches-py/ folder here"):
+        load_from_disk(Cifar10Config(path=str(tmp_path)), "train")
+
+
+def test_memory_estimate_refuses_a_split_too_large(tmp_path):
+    _write_tree(tmp_path, per_class=(10, 10, 10))
+    config = ImageFolderConfig(path=str(tmp_path), image_size=512, max_memory_gb=0.005, test_fraction=0.5)
+    with pytest.raises(DataError, match=r"the train split's 12 images take 0.00879 GB .* image_size=512, more than "
+                                        r"max_memory_gb=0.005; set data.image_size=386 or less"):
+        load_from_disk(config, "train")
+
+
+# --- Flowers-102, DTD, Pets, Caltech-101, EuroSAT ------------------------------------------------------------
+
+
+def _write_flowers(root):
+    folder = root / "flowers-102"
+    labels = np.arange(12) % 4  # image_id i (1-based) has label labels[i - 1]
+    for image_id, label in enumerate(labels, start=1):
+        _solid(folder / "jpg" / f"image_{image_id:05d}.jpg", PALETTE[label])
+    scipy.io.savemat(folder / "imagelabels.mat", {"labels": (labels + 1)[None]})
+    scipy.io.savemat(folder / "setid.mat", {"trnid": np.array([[1, 2, 3, 4, 5, 6]]), "valid": np.array([[7, 8, 9]]),
+                                            "tstid": np.array([[10, 11, 12]])})
+    return {"train": 6, "val": 3, "test": 3}
+
+
+def _write_dtd(root):
+    folder = root / "dtd" / "dtd"
+    classes = ["banded", "cracked", "dotted"]
+    lines = {"train": [], "val": [], "test": []}
+    for label, name in enumerate(classes):
+        for index, split in enumerate(["train", "train", "val", "test", "test"]):
+            _solid(folder / "images" / name / f"{name}_{index:04d}.jpg", PALETTE[label])
+            lines[split].append(f"{name}/{name}_{index:04d}.jpg")
+    lines["val"] = lines["val"][1:]  # the val file lacks class 0: class numbers must still agree across splits
+    for split, entries in lines.items():
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        (folder / "labels" / f"{split}1.txt").write_text("\n".join(entries) + "\n")
+    return {"train": 6, "val": 2, "test": 6}
+
+
+def _write_pets(root):
+    folder = root / "oxford-iiit-pet"
+    breeds = [("Abyssinian", 1), ("american_bulldog", 2), ("Bengal", 1)]  # (breed, species: 1 cat, 2 dog)
+    lines = {"trainval": [], "test": []}
+    for label, (breed, species) in enumerate(breeds):
+        for index in range(1, 6):
+            _solid(folder / "images" / f"{breed}_{index}.jpg", PALETTE[label])
+            split = "test" if index > 3 else "trainval"
+            lines[split].append(f"{breed}_{index} {label + 1} {species} {index}")
+    (folder / "annotations").mkdir(parents=True)
+    for split, entries in lines.items():
+        (folder / "annotations" / f"{split}.txt").write_text("\n".join(entries) + "\n")
+    return {"train+val": 9, "test": 6}
+
+
+def _write_caltech(root):
+    folder = root / "caltech101" / "101_ObjectCategories"
+    for label, name in enumerate(["accordion", "airplanes", "anchor"]):
+        for index in range(1, 11):
+            _solid(folder / name / f"image_{index:04d}.jpg", PALETTE[label])
+    (folder / "BACKGROUND_Google").mkdir()
+    return {"all": 30}
+
+
+def _write_eurosat(root):
+    for label, name in enumerate(["AnnualCrop", "Forest", "River"]):
+        for index in range(1, 11):
+            _solid(root / "eurosat" / "2750" / name / f"{name}_{index}.jpg", PALETTE[label], (64, 64))
+    return {"all": 30}
+
+
+FILE_DATASETS = [
+    (Flowers102Config, _write_flowers, ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea"]),
+    (DtdConfig, _write_dtd, ["banded", "cracked", "dotted"]),
+    (PetsConfig, _write_pets, ["Abyssinian", "American Bulldog", "Bengal"]),
+    (Caltech101Config, _write_caltech, ["accordion", "airplanes", "anchor"]),
+    (EuroSatConfig, _write_eurosat, ["AnnualCrop", "Forest", "River"]),
+]
+
+
+@pytest.mark.parametrize(("config_type", "write", "classes"), FILE_DATASETS, ids=lambda v: getattr(v, "__name__", ""))
+def test_file_datasets_in_their_native_layout(tmp_path, config_type, write, classes):
+    counts = write(tmp_path)
+    splits = _load_all(config_type(path=str(tmp_path), image_size=12))
+    for split, dataset in splits.items():
+        assert dataset.images.shape[1:] == (3, 12, 12), split
+        assert np.array_equal(_class_of(dataset.images), dataset.labels["class"].numpy()), split
+        assert dataset.classes["class"][: len(classes)] == classes  # Flowers names all 102 classes
+    sizes = {split: len(dataset) for split, dataset in splits.items()}
+    if "all" in counts:
+        assert sum(sizes.values()) == counts["all"] and min(sizes.values()) > 0
+    elif "train+val" in counts:
+        assert sizes["train"] + sizes["val"] == counts["train+val"] and sizes["test"] == counts["test"]
+    else:
+        assert sizes == counts
+
+
+def test_pets_species_label(tmp_path):
+    _write_pets(tmp_path)
+    test = load_from_disk(PetsConfig(path=str(tmp_path), image_size=8), "test")
+    assert test.classes["species"] == ["Cat", "Dog"]
+    assert torch.equal(test.labels["species"], (test.labels["class"] == 1).long())
+
+
+def test_flowers_lacking_its_label_file_names_it(tmp_path):
+    _write_flowers(tmp_path)
+    (tmp_path / "flowers-102" / "setid.mat").unlink()
+    with pytest.raises(DataError, match=r"missing .*flowers-102/setid.mat \(flowers102: expected"):
+        load_from_disk(Flowers102Config(path=str(tmp_path)), "train")
+
+
+# --- lazy decoding --------------------------------------------------------------------------------------------
+
+
+def test_lazy_split_decodes_on_read_and_equals_the_eager_one(tmp_path):
+    _write_tree(tmp_path / "train")
+    _write_tree(tmp_path / "val", per_class=(2, 2, 2))
+    eager = load_from_disk(ImageFolderConfig(path=str(tmp_path), image_size=8), "train")
+    lazy = load_from_disk(ImageFolderConfig(path=str(tmp_path), image_size=8, lazy=True), "train")
+    assert isinstance(lazy, LazyImageDataset) and "images" not in vars(lazy)  # nothing decoded yet
+    assert len(lazy) == len(eager) and lazy.image_size == 8 and lazy.classes == eager.classes
+    batch = next(iter(DataLoader(lazy, batch_size=len(lazy))))
+    assert torch.equal(batch["image"], eager.images)
+    assert torch.equal(batch["labels"]["class"], eager.labels["class"])
+    assert torch.equal(lazy.images, eager.images)  # what frozen-feature evaluation reads
+    bad = lazy.files[3]
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}: cannot decode image"):
+        lazy[3]
+    with pytest.raises(ValueError, match=r"lazy=true with skip_bad_images=true"):
+        ImageFolderConfig(path=str(tmp_path), lazy=True, skip_bad_images=True)
+
+
+def test_pretraining_reads_a_lazy_image_folder(tmp_path):
+    _write_tree(tmp_path / "data", per_class=(12, 12, 12))
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.")]
+    overrides = [*tiny, f"output_dir={tmp_path / 'runs'}", "data.name=imagefolder", f"data.path={tmp_path / 'data'}",
+                 "data.image_size=32", "data.lazy=true"]
+    config, _ = load_config(shipped_config("methods/simclr.yaml"), overrides)
+    run = pretrain(config)
+    assert read_status(run.directory)["state"] == "finished" and read_status(run.directory)["steps"] == 1
+
+
+# --- registry and configs -------------------------------------------------------------------------------------
+
+
+def test_pretraining_config_names_an_on_disk_dataset(tmp_path):
+    _write_cifar10(tmp_path)
+    config, _ = load_config(overrides=["data.name=cifar10", f"data.path={tmp_path}", "data.val_fraction=0.2"])
+    assert isinstance(config.data, Cifar10Config) and config.data.val_fraction == 0.2
+    assert len(load_split(config.data, "train")) == 24
+    assert set(DATASETS) >= {"cifar10", "cifar100", "stl10", "imagefolder", "flowers102", "dtd", "pets",
+                             "caltech101", "eurosat"}
+    with pytest.raises(ConfigError, match=r"path"):
+        load_config(overrides=["data.name=cifar10"])
+    with pytest.raises(ConfigError, match=r"resize='squash': expected one of"):
+        load_config(overrides=["data.name=cifar10", f"data.path={tmp_path}", "data.resize=squash"])

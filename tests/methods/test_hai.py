@@ -1,0 +1,154 @@
+import copy
+
+import pytest
+import torch
+
+from augbench.augment.recipes import AugmentConfig, build_recipe
+from augbench.config import shipped_config
+from augbench.errors import ConfigError
+from augbench.methods import build_method
+from augbench.methods.losses import info_nce
+from augbench.models.backbones import BackboneConfig, build_backbone
+from augbench.models.taps import forward_to_stage
+from augbench.train.pretrain import load_config, pretrain, read_status
+from tests.conftest import TINY_OVERRIDES
+
+PRESETS = ("hai_moco_v2", "hai_byol", "hai_simclr", "hai_simsiam")
+# Four stages of full-width projectors and predictors are most of a tiny HAI model's cost: narrow them for tests.
+SMALL_HEADS = [
+    "method.base_method.queue_size=32",
+    "method.base_method.projector.hidden_dim=128",
+    "method.base_method.projector.out_dim=64",
+    "method.base_method.predictor.hidden_dim=128",
+    "method.embedding.dim=32",
+]
+
+
+def _method(preset: str, *overrides: str):
+    config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*SMALL_HEADS, "model.width=0.125", *overrides])
+    return build_method(config.method, build_backbone(config.model)), config
+
+
+def _views(config, batch=8, seed=0):
+    recipe = build_recipe(config.augment, 32, config.method)
+    return recipe(torch.rand(batch, 3, 32, 32), torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_give_a_finite_loss_that_is_the_weighted_sum_of_the_stage_losses(preset):
+    method, config = _method(preset, "method.loss_weights=[1.0,2.0,0.5,1.0]")
+    out = method(_views(config))
+    stage_losses = torch.stack([out[f"loss_stage{s}"] for s in (1, 2, 3, 4)])
+    assert torch.isfinite(out["loss"])
+    assert torch.allclose(out["loss"], (torch.tensor([1.0, 2.0, 0.5, 1.0]) * stage_losses).sum(), atol=1e-5)
+
+
+def test_stage_taps_run_the_backbone_only_as_deep_as_needed():
+    backbone = build_backbone(BackboneConfig(width=0.125)).eval()
+    images = torch.rand(2, 3, 32, 32)
+    maps = backbone.forward_stages(images)
+    for stage in (1, 2, 3):
+        assert torch.equal(forward_to_stage(backbone, images, stage), maps[stage - 1])
+    calls = []
+    backbone.layer3.register_forward_hook(lambda *args: calls.append("layer3"))
+    forward_to_stage(backbone, images, 2)
+    assert calls == []
+
+
+def test_the_moco_stage_loss_is_infonce_of_that_stage_with_its_own_queue():
+    method, config = _method("hai_moco_v2")
+    method.eval()  # BN on running statistics so the forward passes below repeat exactly
+    views = _views(config)
+    for queue in method.queues:
+        queue.push(torch.randn(20, 64))
+    banks = [queue.negatives() for queue in method.queues]
+    out = method(views)
+    with torch.no_grad():
+        for index, stage in enumerate((1, 2, 3, 4)):
+            query_view, key_view = views[2 * index], views[2 * index + 1]
+            vectors = [method._vector(v) for v in (query_view, key_view)]
+            q = method.branches[index](forward_to_stage(method.backbone, query_view.images, stage), vectors[0])
+            k = method.target_branches[index](forward_to_stage(method.target_backbone, key_view.images, stage),
+                                              vectors[1])
+            expected = info_nce(q, k, banks[index], config.method.base_method.temperature)
+            assert torch.allclose(out[f"loss_stage{stage}"], expected, atol=1e-5), stage
+    assert [int(queue.pointer) for queue in method.queues] == [28, 28, 28, 28]
+
+
+def test_expanded_views_feed_each_views_colour_factors_to_the_embedded_stages_only():
+    method, config = _method("hai_simclr")
+    method.eval()
+    views = _views(config)
+    altered = copy.deepcopy(views)
+    for view in altered:
+        view.params["color_jitter"]["factors"] = torch.rand_like(view.params["color_jitter"]["factors"])
+    with torch.no_grad():
+        for index, stage in enumerate((1, 2, 3, 4)):
+            feature_map = forward_to_stage(method.backbone, views[2 * index].images, stage)
+            before = method.branches[index](feature_map, method._vector(views[2 * index]))
+            after = method.branches[index](feature_map, method._vector(altered[2 * index]))
+            assert torch.equal(before, after) == (stage == 1), stage  # stage 1 has no embedding
+    assert method.branches[1].embedder[0].in_features == 4
+    assert method.branches[1].projector[0].in_features == method.backbone.out_dim + 32
+
+
+def test_byol_base_trains_no_target_and_moves_the_ema_of_heads_and_embeddings():
+    method, config = _method("hai_byol")
+    method(_views(config))["loss"].backward()
+    assert all(p.grad is None for p in method.target_branches.parameters())
+    assert all(p.grad is not None for p in method.branches[1].embedder.parameters())
+    with torch.no_grad():
+        for p in method.branches.parameters():
+            p.add_(1.0)
+    before = method.target_branches[2].embedder[0].weight.clone()
+    assert method.update_target(0.0)["momentum"] == pytest.approx(0.99)
+    online = method.branches[2].embedder[0].weight
+    assert torch.allclose(method.target_branches[2].embedder[0].weight, before + 0.01 * (online - before), atol=1e-6)
+
+
+def test_an_augmentation_assigned_to_no_stage_is_left_out_of_every_pair():
+    _, config = _method("hai_moco_v2", "method.assignment.flip=null", "method.assignment.rotate90=2")
+    views = _views(config, batch=64)
+    assert not any(view.params["flip"]["applied"].any() for view in views)
+    assert [bool(view.params["rotate90"]["applied"].any()) for view in views] == [False] * 2 + [True] * 6
+
+
+def test_the_encoder_is_the_backbone():
+    method, _ = _method("hai_simsiam")
+    assert method.encoder() is method.backbone
+
+
+def test_an_assignment_naming_a_missing_stage_stops_at_config_load():
+    path = shipped_config("methods/hai_moco_v2.yaml")
+    with pytest.raises(ConfigError, match=r"method: assignment\.grayscale=5: names stage 5, which has no tap"):
+        load_config(path, ["method.assignment.grayscale=5"])
+    with pytest.raises(ConfigError, match=r"assignment\.crop=1: names stage 1, which has no tap; stages=\[2, 3, 4\]"):
+        load_config(path, ["method.stages=[2,3,4]", "method.loss_weights=[1,1,1]", "method.embedding.stages=[]"])
+    with pytest.raises(ConfigError, match=r"assignment\.sharpen: unknown augmentation"):
+        load_config(path, ["method.assignment.sharpen=2"])
+    with pytest.raises(ConfigError, match=r"embedding\.params=\['hue_bin'\]"):
+        load_config(path, ["method.embedding.params=[hue_bin]"])
+    with pytest.raises(ConfigError, match=r"loss_weights=\[1.0\]: expected one weight per stage"):
+        load_config(path, ["method.loss_weights=[1.0]"])
+
+
+def test_hai_needs_its_own_views_and_a_staged_backbone():
+    method, config = _method("hai_moco_v2")
+    two_views = build_recipe(AugmentConfig(recipe="moco_v2_32"), 32)(torch.rand(4, 3, 32, 32), torch.Generator())
+    with pytest.raises(ValueError, match=r"2 views per stage .* got 2; set augment.recipe=method"):
+        method(two_views)
+    with pytest.raises(ValueError, match="stage-wise methods need an augbench ResNet"):
+        build_method(config.method, build_backbone(BackboneConfig(name="mobilenet_v3_small", cifar_stem=False)))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_two_pretraining_steps_per_hai_preset(preset, tmp_path):
+    config, _ = load_config(
+        shipped_config(f"methods/{preset}.yaml"),
+        [*TINY_OVERRIDES, *SMALL_HEADS, f"output_dir={tmp_path}", f"name={preset}"],
+    )
+    run = pretrain(config)
+    status = read_status(run.directory)
+    assert status["state"] == "finished" and status["steps"] == 2
+    assert {f"train/loss_stage{s}" for s in (1, 2, 3, 4)} <= set(status["metrics"])
+    assert run.encoder(torch.rand(2, 3, 32, 32)).shape == (2, run.encoder.out_dim)

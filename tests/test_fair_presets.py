@@ -1,0 +1,84 @@
+from dataclasses import asdict
+from itertools import pairwise
+
+import pytest
+import yaml
+
+from augbench.config import shipped_config
+from augbench.train.pretrain import load_config, pretrain, read_status
+from tests.conftest import TINY_OVERRIDES
+
+FAIR = shipped_config("fair")
+STEPS = sorted(path.name for path in FAIR.glob("*.yaml"))
+
+# The one switch each step turns, as the composed config keys that change (the run name aside).
+SWITCHES = {
+    "01_projector_bn.yaml": {"method.projector.bn"},
+    "02_wider_projector.yaml": {"method.projector.hidden_dim", "method.projector.out_dim"},
+    "03_predictor.yaml": {"method.predictor.enabled"},
+    "04_momentum_schedule.yaml": {"method.momentum.final"},
+    "05_symmetric_loss.yaml": {"method.symmetric"},
+    "06_no_negatives.yaml": {"method.negatives"},
+    "07_byol_augmentation.yaml": {"augment.recipe"},
+    "08_lars.yaml": {"optim.name", "optim.lr", "optim.weight_decay", "optim.warmup_epochs", "optim.exclude_bn_bias"},
+}
+
+
+def _flat(config) -> dict:
+    def walk(value, prefix):
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in walk(item, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: value}
+
+    return walk(asdict(config), "")
+
+
+def _composed(step: str, *overrides: str) -> dict:
+    config, _ = load_config(FAIR / step, list(overrides))
+    flat = _flat(config)
+    flat.pop("name")
+    return flat
+
+
+def test_the_steps_are_numbered_and_each_inherits_from_its_predecessor():
+    assert ["00_moco_v2.yaml", *SWITCHES] == STEPS
+    assert yaml.safe_load((FAIR / STEPS[0]).read_text())["base"] == "../methods/moco_v2.yaml"
+    for previous, step in pairwise(STEPS):
+        assert yaml.safe_load((FAIR / step).read_text())["base"] == previous, step
+
+
+@pytest.mark.parametrize("index", range(1, len(STEPS)))
+def test_each_step_turns_exactly_its_switch(index):
+    before, after = _composed(STEPS[index - 1]), _composed(STEPS[index])
+    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    assert changed == SWITCHES[STEPS[index]]
+
+
+def test_the_path_starts_at_moco_v2_passes_moco_v2_plus_and_ends_at_byol():
+    def preset(name: str) -> dict:
+        flat = _flat(load_config(shipped_config(f"methods/{name}.yaml"))[0])
+        flat.pop("name")
+        return flat
+
+    assert _composed(STEPS[0]) == preset("moco_v2")
+    assert _composed(STEPS[-1]) == preset("byol")
+    moco_v2_plus = _composed("05_symmetric_loss.yaml")  # the study's MoCo v2+ row
+    assert (moco_v2_plus["method.projector.hidden_dim"], moco_v2_plus["method.projector.out_dim"]) == (4096, 256)
+    assert moco_v2_plus["method.projector.bn"] and moco_v2_plus["method.predictor.enabled"]
+    assert moco_v2_plus["method.negatives"] == "queue" and moco_v2_plus["method.symmetric"]
+    assert (moco_v2_plus["method.momentum.base"], moco_v2_plus["method.momentum.final"]) == (0.99, 1.0)
+
+
+def test_every_step_has_its_own_run_name():
+    names = [load_config(FAIR / step)[0].name for step in STEPS]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_two_pretraining_steps_per_step(step, tmp_path):
+    config, _ = load_config(
+        FAIR / step, [*TINY_OVERRIDES, "data.image_size=16", f"output_dir={tmp_path}", "method.queue_size=32"]
+    )
+    run = pretrain(config)
+    status = read_status(run.directory)
+    assert status["state"] == "finished" and status["steps"] == 2
