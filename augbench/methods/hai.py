@@ -44,10 +44,9 @@ from augbench.augment.hai import (
 from augbench.augment.views import Recipe, View
 from augbench.methods.base import Method
 from augbench.methods.distributed import gather_no_grad
-from augbench.methods.losses import info_nce, normalized_mse, nt_xent
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
-from augbench.methods.siamese import SiameseConfig
+from augbench.methods.siamese import SiameseConfig, pair_loss
 from augbench.models.heads import MLP, LayerSpec
 from augbench.models.taps import NUM_STAGES, StageHead, check_staged, forward_to_stage
 
@@ -188,11 +187,7 @@ class HAIMethod(Method):
 
     def _pair_loss(self, index: int, query: Tensor, key: Tensor) -> Tensor:
         base = self.config.base_method
-        if base.negatives == "queue":
-            return info_nce(query, key, self.queues[index].negatives(), base.temperature)
-        if base.negatives == "batch":
-            return nt_xent(query, key, base.temperature)
-        return normalized_mse(query, key)
+        return pair_loss(base, query, key, self.queues[index] if base.negatives == "queue" else None)
 
     def update_target(self, progress: float) -> dict[str, float]:
         momentum_config = self.config.base_method.momentum

@@ -83,6 +83,17 @@ class SiameseConfig:
             raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
 
 
+def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | None = None) -> Tensor:
+    """The loss of one (query, key) pair under `config.negatives`; `queue` holds the negatives when it is "queue"."""
+    if config.negatives == "queue":
+        return info_nce(query, key, queue.negatives(), config.temperature)
+    if config.negatives == "batch":
+        if is_distributed():
+            return _nt_xent_across_ranks(query, key, config.temperature)
+        return nt_xent(query, key, config.temperature)
+    return normalized_mse(query, key)
+
+
 class SiameseMethod(Method):
     def __init__(self, backbone: nn.Module, config: SiameseConfig):
         super().__init__()
@@ -119,13 +130,7 @@ class SiameseMethod(Method):
             return {j: self.target_projector(self.target_backbone(views[j].images)) for j in needed}
 
     def _pair_loss(self, query: Tensor, key: Tensor) -> Tensor:
-        if self.config.negatives == "queue":
-            return info_nce(query, key, self.queue.negatives(), self.config.temperature)
-        if self.config.negatives == "batch":
-            if is_distributed():
-                return _nt_xent_across_ranks(query, key, self.config.temperature)
-            return nt_xent(query, key, self.config.temperature)
-        return normalized_mse(query, key)
+        return pair_loss(self.config, query, key, self.queue if self.config.negatives == "queue" else None)
 
     def update_target(self, progress: float) -> dict[str, float]:
         if not self.config.momentum.enabled:
