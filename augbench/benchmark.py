@@ -44,9 +44,17 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 import augbench
-from augbench.analysis.stats import changed_keys
 from augbench.analysis.store import DATABASE_FILE, UNCATEGORISED, ResultsStore, evaluation_records, owner_id
-from augbench.config import COMMAND_LINE, Source, compose, parse_overrides, read_sources, shipped_config, to_yaml
+from augbench.config import (
+    COMMAND_LINE,
+    Source,
+    changed_keys,
+    compose,
+    parse_overrides,
+    read_sources,
+    shipped_config,
+    to_yaml,
+)
 from augbench.data import dataset_config_type
 from augbench.errors import ConfigError
 from augbench.methods import method_config_type
@@ -177,26 +185,22 @@ def plan(path: str | Path, small: bool = False, overrides: Sequence[str] = ()) -
 
 
 def _method_path(label: str, entry: MethodEntry, benchmark: Path) -> Path:
-    name = entry.config or label
-    if name.endswith((".yaml", ".yml")):
-        candidate = Path(name) if Path(name).is_absolute() else benchmark.parent / name
-    else:
-        candidate = shipped_config(f"methods/{name}.yaml")
-    if not candidate.is_file():
-        known = sorted(p.stem for p in shipped_config("methods").glob("*.yaml"))
-        raise ConfigError(f"{benchmark}: methods.{label}: unknown method {name!r} (no file {candidate}); "
-                          f"known: {known}")
-    return candidate
+    return _config_path("methods", entry.config or label, f"methods.{label}", benchmark)
 
 
 def _suite_path(suite: str, benchmark: Path) -> Path:
-    if suite.endswith((".yaml", ".yml")):
-        candidate = Path(suite) if Path(suite).is_absolute() else benchmark.parent / suite
+    return _config_path("suites", suite, "suites", benchmark)
+
+
+def _config_path(folder: str, name: str, key: str, benchmark: Path) -> Path:
+    """A YAML path (relative to the benchmark file) or the name of a shipped config in configs/<folder>/."""
+    if name.endswith((".yaml", ".yml")):
+        candidate = Path(name) if Path(name).is_absolute() else benchmark.parent / name
     else:
-        candidate = shipped_config(f"suites/{suite}.yaml")
+        candidate = shipped_config(f"{folder}/{name}.yaml")
     if not candidate.is_file():
-        known = sorted(p.stem for p in shipped_config("suites").glob("*.yaml"))
-        raise ConfigError(f"{benchmark}: suites: unknown suite {suite!r} (no file {candidate}); known: {known}")
+        known = sorted(p.stem for p in shipped_config(folder).glob("*.yaml"))
+        raise ConfigError(f"{benchmark}: {key}: unknown {folder[:-1]} {name!r} (no file {candidate}); known: {known}")
     return candidate
 
 

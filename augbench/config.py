@@ -31,6 +31,18 @@ def shipped_config(relative_path: str) -> Path:
     return Path(str(importlib.resources.files("augbench.configs") / relative_path))
 
 
+def changed_keys(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
 @dataclass
 class Source:
     name: str  # a file path, or "command line"

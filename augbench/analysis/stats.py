@@ -30,20 +30,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 from scipy import stats
 
+from augbench.config import changed_keys
+
 ENCODER = ["method", "pretrain_dataset"]
 LOWER_IS_BETTER = ("mae", "rmse", "mse", "error", "loss", "angular_error")
-
-
-def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 def higher_is_better(metric: str) -> bool:

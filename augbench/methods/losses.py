@@ -25,21 +25,34 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor, temperature: float) 
     return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device))
 
 
-def nt_xent(query: Tensor, key: Tensor, temperature: float) -> Tensor:
+def nt_xent(
+    query: Tensor,
+    key: Tensor,
+    temperature: float,
+    all_queries: Tensor | None = None,
+    all_keys: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
     """SimCLR's NT-Xent for the anchors in `query`: 2N − 2 in-batch negatives each.
 
     For anchor q_i the positive is k_i, the negatives are k_j and q_j for
     j ≠ i. With `query` and `key` the two views' projections, the mean of
     nt_xent(z1, z2) and nt_xent(z2, z1) is SimCLR's loss over all 2N anchors.
+    When the batch is split over ranks, `all_queries` and `all_keys` (M, D)
+    are the whole batch's embeddings, with these anchors at rows offset …
+    offset + N − 1 (2M − 2 negatives each); by default they are `query` and
+    `key` themselves.
 
     query, key: (N, D).
     """
-    query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
-    n = len(query)
-    to_keys = query @ key.T  # (N, N), the diagonal holds the positives
-    to_queries = (query @ query.T).masked_fill(torch.eye(n, dtype=torch.bool, device=query.device), float("-inf"))
-    logits = torch.cat([to_keys, to_queries], dim=1) / temperature  # (N, 2N)
-    return F.cross_entropy(logits, torch.arange(n, device=query.device))
+    query = F.normalize(query, dim=1)
+    all_queries = query if all_queries is None else F.normalize(all_queries, dim=1)
+    all_keys = F.normalize(key if all_keys is None else all_keys, dim=1)
+    positives = torch.arange(len(query), device=query.device) + offset
+    itself = F.one_hot(positives, len(all_queries)).bool()  # (N, M): each anchor's own column
+    to_queries = (query @ all_queries.T).masked_fill(itself, float("-inf"))
+    logits = torch.cat([query @ all_keys.T, to_queries], dim=1) / temperature  # (N, 2M)
+    return F.cross_entropy(logits, positives)
 
 
 def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:

@@ -89,7 +89,10 @@ def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | 
         return info_nce(query, key, queue.negatives(), config.temperature)
     if config.negatives == "batch":
         if is_distributed():
-            return _nt_xent_across_ranks(query, key, config.temperature)
+            # The gathers carry gradients back to the rank owning each embedding and DDP averages the ranks'
+            # gradients, so the update equals nt_xent over the global batch (lightly issue 1528).
+            return nt_xent(query, key, config.temperature, gather_with_grad(query), gather_with_grad(key),
+                           offset=rank() * len(query))
         return nt_xent(query, key, config.temperature)
     return normalized_mse(query, key)
 
@@ -139,22 +142,3 @@ class SiameseMethod(Method):
         ema_update(self.target_backbone, self.backbone, momentum)
         ema_update(self.target_projector, self.projector, momentum)
         return {"momentum": momentum}
-
-
-def _nt_xent_across_ranks(query: Tensor, key: Tensor, temperature: float) -> Tensor:
-    """`nt_xent` for this rank's anchors against the embeddings of every rank (2·W·N − 2 negatives).
-
-    query, key: (N, D), this rank's slice of the global batch. The positive of
-    local anchor i sits at global column rank·N + i. The gathers carry
-    gradients back to the rank that owns each embedding, and DDP averages the
-    ranks' gradients, so the update equals nt_xent over the global batch.
-    """
-    offset = rank() * len(query)
-    query = F.normalize(query, dim=1)
-    all_keys = F.normalize(gather_with_grad(key), dim=1)  # (W·N, D)
-    all_queries = gather_with_grad(query)  # (W·N, D)
-    positives = torch.arange(len(query), device=query.device) + offset
-    itself = F.one_hot(positives, len(all_queries)).bool()  # (N, W·N): each anchor's own column
-    to_queries = (query @ all_queries.T).masked_fill(itself, float("-inf"))
-    logits = torch.cat([query @ all_keys.T, to_queries], dim=1) / temperature  # (N, 2·W·N)
-    return F.cross_entropy(logits, positives)

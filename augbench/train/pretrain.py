@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 import augbench
 from augbench.augment.recipes import AugmentConfig, build_recipe
-from augbench.config import ConfigError, compose, read_sources, to_yaml
+from augbench.config import ConfigError, changed_keys, compose, read_sources, to_yaml
 from augbench.data import ImageDataset, dataset_config_type, load_split
 from augbench.methods import build_method, method_config_type
 from augbench.models.backbones import BackboneConfig, build_backbone
@@ -140,17 +140,6 @@ def _mark(run_dir: Path, state: str, **info) -> None:
     _write_atomic(run_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
 
 
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
 def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
     """Create or reopen the run directory; return the checkpoint to resume from, if any."""
     run_dir = config.run_dir
@@ -163,7 +152,7 @@ def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if (run_dir / CONFIG_FILE).is_file() and last.is_file():
         stored = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
-        changed = _changed_keys(stored, OmegaConf.to_container(OmegaConf.create(config_yaml)))
+        changed = changed_keys(stored, OmegaConf.to_container(OmegaConf.create(config_yaml)))
         if changed:
             raise ConfigError(
                 f"{run_dir / CONFIG_FILE}: an unfinished run with another config is here (differs at {changed}); "
