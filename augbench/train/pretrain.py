@@ -31,6 +31,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
@@ -135,6 +136,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+@rank_zero_only  # under DDP every process runs pretrain(); one writes the run directory's files
 def _mark(run_dir: Path, state: str, **info) -> None:
     status = {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "augbench": augbench.__version__, **info}
     _write_atomic(run_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
@@ -160,7 +162,7 @@ def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
             )
         return last
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(run_dir / CONFIG_FILE, config_yaml)
+    rank_zero_only(_write_atomic)(run_dir / CONFIG_FILE, config_yaml)
     return None
 
 
@@ -235,7 +237,8 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
             raise DivergedError(error.step, error.loss, str(last) if last.is_file() else None) from None
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         encoder = method.encoder().eval()
-        save_encoder(encoder, config.model, run_dir / ENCODER_FILE, method=config.method.name, run=config.name)
+        if trainer.is_global_zero:
+            save_encoder(encoder, config.model, run_dir / ENCODER_FILE, method=config.method.name, run=config.name)
     except BaseException as error:
         _mark(run_dir, "failed", error=f"{type(error).__name__}: {error}", **resumed)
         raise
