@@ -15,3 +15,12 @@ class CheckpointError(AugbenchError, ValueError):
 
 class DataError(AugbenchError, ValueError):
     """A dataset or image that cannot be read, or a label that does not exist."""
+
+
+class DivergedError(AugbenchError, FloatingPointError):
+    """The loss became NaN or infinite; training stopped before the bad step changed any weight."""
+
+    def __init__(self, step: int, loss: float, last_checkpoint: str | None = None):
+        self.step, self.loss, self.last_checkpoint = step, loss, last_checkpoint
+        where = f"last good checkpoint: {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+        super().__init__(f"loss is {loss} at step {step}; training stopped ({where})")

@@ -2,16 +2,18 @@
 
 MoCo enqueues the keys of every rank, so its queue is the same on all ranks;
 SimCLR and SwAV compare against the embeddings of the global batch, which
-needs gradients through the gather (torch.distributed.nn's all_gather sends
-each rank's gradient back to its owner, the behaviour lightly issue 1528 asks
-for).
+needs gradients through the gather: each rank's gradient for every slice is
+summed across ranks and sent back to the slice's owner (the behaviour lightly
+issue 1528 asks for). torch offers this only through
+torch.distributed.nn.functional.all_gather, deprecated in favour of a private
+module, hence the small autograd function below (solo-learn's and lightly's
+GatherLayer).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 from torch import Tensor
 
 
@@ -37,4 +39,19 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     """(B, …) on each rank → (world × B, …) in rank order; gradients flow back to the owning rank."""
     if not is_distributed():
         return tensor
-    return torch.cat(dist_nn.all_gather(tensor.contiguous()))
+    return _GatherWithGrad.apply(tensor.contiguous())
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        ctx.batch = len(tensor)
+        return gather_no_grad(tensor)
+
+    @staticmethod
+    def backward(ctx, gradient: Tensor) -> Tensor:
+        # Every rank's loss reads every slice: the owner's gradient is the sum over ranks of its slice's gradient.
+        gradient = gradient.contiguous()
+        dist.all_reduce(gradient)
+        start = rank() * ctx.batch
+        return gradient[start : start + ctx.batch]

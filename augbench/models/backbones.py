@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import timm
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -30,8 +31,10 @@ class BackboneConfig:
     """Which encoder to build.
 
     `name` is one of augbench's ResNets (resnet18/34/50/101, which accept
-    `cifar_stem` and `width`) or any torchvision classification model
-    (`torchvision.models.list_models()`), whose classifier is removed.
+    `cifar_stem` and `width`), any torchvision classification model
+    (`torchvision.models.list_models()`) or `timm:NAME` for any timm model
+    (`timm.list_models()`); their classifiers are removed. A timm model
+    normalises with its own mean and std, not `mean` and `std`.
     """
 
     name: str = "resnet18"
@@ -136,6 +139,22 @@ class TorchvisionBackbone(nn.Module):
         return torch.flatten(self.model(self.normalize(images)), 1)
 
 
+class TimmBackbone(nn.Module):
+    """A timm model without its classifier (`num_classes=0`), normalising [0, 1] images with its own mean/std."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.model = timm.create_model(name, pretrained=False, num_classes=0)
+        settings = self.model.pretrained_cfg
+        self.mean = tuple(float(v) for v in settings.get("mean", IMAGENET_MEAN))
+        self.std = tuple(float(v) for v in settings.get("std", IMAGENET_STD))
+        self.normalize = Normalize(self.mean, self.std)
+        self.out_dim = self.model.num_features
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(self.normalize(images))  # (B, D)
+
+
 def _drop_classifier(model: nn.Module, name: str) -> int:
     """Replace the model's last Linear layer by Identity and return its input width."""
     last = None
@@ -163,14 +182,20 @@ def build_backbone(config: BackboneConfig) -> nn.Module:
             mean=tuple(config.mean),
             std=tuple(config.std),
         )
-    if config.name in torchvision.models.list_models(module=torchvision.models):
-        if config.width != 1.0 or config.cifar_stem:
-            raise ValueError(
-                f"model.name={config.name!r}: width and cifar_stem apply to augbench's ResNets "
-                f"({', '.join(RESNET_LAYOUTS)}) only; set model.width=1.0 model.cifar_stem=false"
-            )
+    timm_name = config.name.removeprefix("timm:") if config.name.startswith("timm:") else None
+    if timm_name is None and config.name not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(
+            f"model.name={config.name!r} is neither an augbench ResNet ({', '.join(RESNET_LAYOUTS)}), "
+            "a torchvision classification model nor timm:NAME"
+        )
+    if config.width != 1.0 or config.cifar_stem:
+        raise ValueError(
+            f"model.name={config.name!r}: width and cifar_stem apply to augbench's ResNets "
+            f"({', '.join(RESNET_LAYOUTS)}) only; set model.width=1.0 model.cifar_stem=false"
+        )
+    if timm_name is None:
         return TorchvisionBackbone(config.name, tuple(config.mean), tuple(config.std))
-    raise ValueError(
-        f"model.name={config.name!r} is neither an augbench ResNet ({', '.join(RESNET_LAYOUTS)}) "
-        "nor a torchvision classification model"
-    )
+    try:
+        return TimmBackbone(timm_name)
+    except RuntimeError as error:  # timm: "Unknown model (…)"
+        raise ValueError(f"model.name={config.name!r}: {error}") from None

@@ -42,7 +42,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import timm
 import torch
 import torchvision
 from safetensors import SafetensorError, safe_open
@@ -51,7 +50,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from augbench.errors import CheckpointError, ConfigError
-from augbench.models.backbones import RESNET_LAYOUTS, BackboneConfig, Normalize, build_backbone
+from augbench.models.backbones import RESNET_LAYOUTS, BackboneConfig, build_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -115,22 +114,6 @@ class ExternalEncoder:
     encoder: nn.Module
     config: BackboneConfig
     report: LoadReport
-
-
-class TimmBackbone(nn.Module):
-    """A timm model without its classifier (`num_classes=0`), normalising [0, 1] images with its own mean/std."""
-
-    def __init__(self, name: str):
-        super().__init__()
-        self.model = timm.create_model(name, pretrained=False, num_classes=0)
-        settings = self.model.pretrained_cfg
-        self.mean = tuple(float(v) for v in settings.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(float(v) for v in settings.get("std", (0.229, 0.224, 0.225)))
-        self.normalize = Normalize(self.mean, self.std)
-        self.out_dim = self.model.num_features
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.model(self.normalize(images))  # (B, D)
 
 
 def is_external(spec: str | Path) -> bool:
@@ -268,11 +251,13 @@ def _architecture_of(checkpoint: Mapping, state: Mapping[str, Tensor], path: Pat
 def _build(architecture: str, state: Mapping[str, Tensor]) -> tuple[nn.Module, BackboneConfig]:
     library, _, name = architecture.rpartition(":")
     if library == "timm":
+        config = BackboneConfig(name=architecture, cifar_stem=False)
         try:
-            encoder = TimmBackbone(name)
-        except RuntimeError as error:  # timm: "Unknown model (…)"
+            encoder = build_backbone(config)
+        except ValueError as error:
             raise ConfigError(f"{architecture}: {error}") from None
-        return encoder, BackboneConfig(name=architecture, cifar_stem=False, mean=encoder.mean, std=encoder.std)
+        config.mean, config.std = encoder.mean, encoder.std
+        return encoder, config
     if library not in ("", "torchvision"):
         raise ConfigError(f"{architecture}: unknown library {library!r}; use torchvision:NAME or timm:NAME")
     if name in RESNET_LAYOUTS:

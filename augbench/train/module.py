@@ -8,19 +8,10 @@ import lightning as L
 import torch
 
 from augbench.augment.views import Recipe, to_float
-from augbench.errors import AugbenchError
+from augbench.errors import DivergedError
 from augbench.methods.base import Method
 from augbench.train.checkpoint import restore_rng_state, rng_state
 from augbench.train.optim import OptimConfig, build_optimizer, build_scheduler
-
-
-class DivergedError(AugbenchError, FloatingPointError):
-    """The loss became NaN or infinite; training stopped before the bad step changed any weight."""
-
-    def __init__(self, step: int, loss: float, last_checkpoint: str | None = None):
-        self.step, self.loss, self.last_checkpoint = step, loss, last_checkpoint
-        where = f"last good checkpoint: {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
-        super().__init__(f"loss is {loss} at step {step}; training stopped ({where})")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -72,5 +73,9 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, steps_per_epoch: int, total_steps: int):
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    if warmup_steps >= total_steps:
+        warnings.warn(f"optim.warmup_epochs={config.warmup_epochs} spans the whole run ({total_steps} steps): the "
+                      "learning rate rises until the last step and never decays; shorten the warm-up for short runs",
+                      stacklevel=2)
     schedule = partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=config.min_lr_ratio)
     return LambdaLR(optimizer, schedule)

@@ -40,11 +40,12 @@ import augbench
 from augbench.augment.recipes import AugmentConfig, build_recipe
 from augbench.config import ConfigError, changed_keys, compose, read_sources, to_yaml
 from augbench.data import ImageDataset, dataset_config_type, load_split
+from augbench.errors import DivergedError
 from augbench.methods import build_method, method_config_type
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import ENCODER_FILE, save_encoder
 from augbench.train.checkpoint import AtomicCheckpointIO
-from augbench.train.module import DivergedError, PretrainModule
+from augbench.train.module import PretrainModule
 from augbench.train.optim import OptimConfig
 from augbench.train.sampler import ResumableBatchSampler
 

@@ -42,10 +42,19 @@ def test_any_torchvision_model_by_name_gives_pooled_features():
     assert backbone.out_dim == 1024
 
 
+def test_any_timm_model_by_name_gives_pooled_features_with_its_own_normalisation():
+    backbone = build_backbone(BackboneConfig(name="timm:test_resnet", cifar_stem=False)).eval()
+    assert backbone(torch.rand(2, 3, 32, 32)).shape == (2, backbone.out_dim)
+    assert backbone.out_dim == backbone.model.num_features
+    assert backbone.mean == tuple(backbone.model.pretrained_cfg["mean"])
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
         (BackboneConfig(name="resnet7"), "model.name='resnet7' is neither"),
+        (BackboneConfig(name="timm:no_such_net", cifar_stem=False), "model.name='timm:no_such_net': Unknown model"),
+        (BackboneConfig(name="timm:test_resnet"), "width and cifar_stem apply to augbench's ResNets"),
         (BackboneConfig(name="mobilenet_v3_small", width=0.5), "width and cifar_stem apply to augbench's ResNets"),
     ],
 )

@@ -13,8 +13,8 @@ from torch import nn
 
 from augbench.cli import main
 from augbench.errors import CheckpointError, ConfigError
-from augbench.models.backbones import BackboneConfig, ResNetBackbone, build_backbone
-from augbench.models.external import TimmBackbone, is_external, load_external
+from augbench.models.backbones import BackboneConfig, ResNetBackbone, TimmBackbone, build_backbone
+from augbench.models.external import is_external, load_external
 from augbench.models.io import load_encoder
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -11,10 +11,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from augbench.config import shipped_config
-from augbench.errors import CheckpointError
+from augbench.errors import CheckpointError, DivergedError
 from augbench.models.io import load_encoder
 from augbench.train.checkpoint import AtomicCheckpointIO, restore_rng_state, rng_state, safe_load
-from augbench.train.module import DivergedError
 from augbench.train.pretrain import load_config, pretrain, read_status
 from tests.conftest import TINY_OVERRIDES
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from augbench.train.optim import OptimConfig, build_optimizer, parameter_groups, warmup_cosine
+from augbench.train.optim import OptimConfig, build_optimizer, build_scheduler, parameter_groups, warmup_cosine
 
 
 def _model():
@@ -37,6 +37,14 @@ def test_warmup_then_cosine():
     assert warmup_cosine(60, warmup_steps=10, total_steps=110) == pytest.approx(0.5)
     assert warmup_cosine(110, warmup_steps=10, total_steps=110) == pytest.approx(0.0)
     assert warmup_cosine(110, 0, 110, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_a_warmup_as_long_as_the_run_warns_naming_the_key(recwarn):
+    config = OptimConfig(name="sgd", warmup_epochs=10)
+    build_scheduler(build_optimizer(_model(), config, 256), config, steps_per_epoch=4, total_steps=41)
+    assert not recwarn
+    with pytest.warns(UserWarning, match=r"optim.warmup_epochs=10 spans the whole run \(40 steps\)"):
+        build_scheduler(build_optimizer(_model(), config, 256), config, steps_per_epoch=4, total_steps=40)
 
 
 def test_unknown_optimiser_is_named():

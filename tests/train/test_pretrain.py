@@ -33,6 +33,15 @@ def test_two_pretraining_steps_per_preset_write_a_finished_run(preset, tmp_path)
     assert config == run.config.model
 
 
+def test_a_timm_backbone_pretrains_and_its_encoder_reloads(tmp_path):
+    run = pretrain(_config("simsiam", tmp_path, "model.name=timm:test_resnet", "model.width=1.0",
+                           "model.cifar_stem=false"))
+    loaded, config = load_encoder(run.directory)
+    images = torch.rand(2, 3, 32, 32)
+    assert config.name == "timm:test_resnet"
+    assert torch.allclose(loaded(images), run.encoder(images), atol=1e-6)
+
+
 def test_a_lightning_checkpoint_loads_as_the_same_encoder(tmp_path):
     run = pretrain(_config("byol", tmp_path))
     from_ckpt, _ = load_encoder(run.directory / "checkpoints" / "last.ckpt")
