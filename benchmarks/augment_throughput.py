@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import best_rate, machine, shapes_world_images
+from common import best_rates, machine, shapes_world_images
 from PIL import Image
 from torchvision import transforms
 
@@ -58,14 +58,15 @@ def measure(size: int, batch: int, repeats: int) -> tuple[float, float]:
         assert views[1].shape == (batch, 3, size, size)
         return batch
 
-    return best_rate(augbench_views, repeats), best_rate(torchvision_views, repeats)
+    ours, theirs = best_rates([augbench_views, torchvision_views], repeats)
+    return ours, theirs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 96])
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     print(machine())
     ratios = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -38,20 +38,25 @@ def shapes_world_images(count: int, size: int) -> torch.Tensor:
     return load_shapes_world(config, "train").images
 
 
-def best_rate(run: Callable[[], int], repeats: int, warmup: int = 1) -> float:
-    """Items per second of `run` (which returns how many items it processed): the best of `repeats` timings.
+def best_rates(runs: Sequence[Callable[[], int]], repeats: int, warmup: int = 1) -> list[float]:
+    """Items per second of each run (which returns how many items it processed): the best of `repeats` timings.
 
     The best of several repeats, not the mean, because the machine is shared:
-    the fastest repeat is the one least disturbed by other processes.
+    the fastest repeat is the one least disturbed by other processes. The runs
+    take turns, one repeat each, so a slow spell of the machine (seen here: the
+    same loop 1.6x slower for a minute) slows every side alike instead of
+    landing on one.
     """
-    for _ in range(warmup):
-        run()
-    rates = []
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    rates = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        count = run()
-        rates.append(count / (time.perf_counter() - start))
-    return max(rates)
+        for run, run_rates in zip(runs, rates):
+            start = time.perf_counter()
+            count = run()
+            run_rates.append(count / (time.perf_counter() - start))
+    return [max(run_rates) for run_rates in rates]
 
 
 def augbench_config(method: str, size: int, batch: int, width: float) -> PretrainConfig:

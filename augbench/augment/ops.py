@@ -125,9 +125,9 @@ class HorizontalFlip(Op):
         return {"applied": _bernoulli(self.p, batch_size, generator)}
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
-        applied = _on(params, images)["applied"][:, None, None, None]
+        weight = _on(params, images)["applied"].to(images.dtype)[:, None, None, None]
         flipped = images.flip(-1)
-        return torch.where(applied, flipped, images, out=flipped)
+        return torch.lerp(images, flipped, weight, out=flipped)  # exact at 0/1, faster than where
 
 
 class ColorJitter(Op):
@@ -195,9 +195,10 @@ def _blend_adjustments(images: Tensor, adjustment: Tensor, factors: Tensor, blen
     weight = torch.where(blends, factors.gather(1, column)[:, 0], 1.0)[:, None, None, None]  # (B, 1, 1, 1)
     reference = _luma(images)  # (B, 1, H, W)
     mean_gray = reference.mean(dim=(-2, -1), keepdim=True)
-    to_gray = (adjustment == ColorJitter.SATURATION)[:, None, None, None]
-    to_mean = (adjustment == ColorJitter.CONTRAST)[:, None, None, None]
-    torch.where(to_gray, reference, torch.where(to_mean, mean_gray, 0.0), out=reference)
+    to_gray = (adjustment == ColorJitter.SATURATION).to(images.dtype)[:, None, None, None]
+    to_mean = (adjustment == ColorJitter.CONTRAST).to(images.dtype)[:, None, None, None]
+    # The reference by 0/1 weights, exact, rather than torch.where (see shift_hue): grey, mean grey or black.
+    reference.mul_(to_gray).add_(mean_gray * to_mean)
     # In place wherever possible: each fresh image-sized tensor costs page faults as well as memory traffic.
     if in_place is None:
         return torch.lerp(reference, images, weight).clamp_(0.0, 1.0)
@@ -210,18 +211,23 @@ def _luma(images: Tensor) -> Tensor:
     return (red * 0.299).add_(green, alpha=0.587).add_(blue, alpha=0.114)
 
 
-# Output channel n of the HSV→RGB formula f(n) = V − C·clamp(min(k, 4 − k), 0, 1), k = (n + 6·hue) mod 6.
-_HUE_CHANNEL_OFFSETS = (5.0, 3.0, 1.0)
+# Where each output channel's hue ramp is centred, in sextants: red at 3, green at 5, blue at 1 (see shift_hue).
+_CHANNEL_PHASES = (3.0, 5.0, 1.0)
 
 
 def shift_hue(images: Tensor, turns: Tensor) -> Tensor:
     """Rotate the hue of images (B, 3, H, W) in [0, 1] by `turns` (B,) of the hue circle, as torchvision's adjust_hue.
 
     A hue shift keeps the value V = max and the chroma C = max − min of each
-    pixel, so the HSV round trip reduces to the hue angle and the closed-form
-    HSV→RGB conversion: a third of the passes over the image that a full
-    RGB→HSV→RGB conversion (torchvision's, kornia's) makes. Temporaries are
-    reused in place for the same reason as in `_blend_adjustments`.
+    pixel, so the HSV round trip reduces to the hue angle h (in sextants) and
+    the closed-form HSV→RGB conversion: channel n is V − C·ramp(h − phase_n)
+    with ramp(y) = clamp(||y| − 3| − 1, 0, 1) for y in (−5, 5]. That is a third
+    of the passes over the image of a full RGB→HSV→RGB conversion
+    (torchvision's, kornia's). Branches are blends with 0/1 weights
+    (`torch.lerp` returns either end exactly), not `torch.where`, whose CPU
+    kernel is not vectorised and was 5–10× slower than an arithmetic pass;
+    temporaries are reused in place for the same reason as in
+    `_blend_adjustments`.
     """
     red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]  # (B, 1, H, W) each
     # Elementwise over the three channel planes: a reduction over dim 1 (aminmax) is several times slower.
@@ -230,16 +236,21 @@ def shift_hue(images: Tensor, turns: Tensor) -> Tensor:
     chroma = torch.minimum(red, green)
     torch.minimum(chroma, blue, out=chroma)
     chroma.neg_().add_(maximum)
-    inverse = torch.where(chroma > 0, chroma, 1.0).reciprocal_()
-    # Hue in sextants [0, 6), by whichever channel holds the maximum, red first as in torchvision (and Pillow).
-    hue = torch.where(maximum == green, (blue - red).mul_(inverse).add_(2.0), (red - green).mul_(inverse).add_(4.0))
-    torch.where(maximum == red, (green - blue).mul_(inverse), hue, out=hue)
+    # Grey pixels (C = 0) have zero channel differences, so any finite inverse gives them hue 0, as torchvision does.
+    inverse = chroma.clamp_min(1e-12).reciprocal_()
+    # Hue by whichever channel holds the maximum, red first as in torchvision (and Pillow). The tests write float
+    # 0/1 weights directly: twice as fast as a bool mask, which would then need converting.
+    is_red = torch.eq(maximum, red, out=torch.empty_like(maximum))
+    is_green = torch.eq(maximum, green, out=torch.empty_like(maximum))
+    hue = torch.sub(red, green).mul_(inverse).add_(4.0)
+    torch.lerp(hue, torch.sub(blue, red).mul_(inverse).add_(2.0), is_green, out=hue)
+    torch.lerp(hue, torch.sub(green, blue).mul_(inverse), is_red, out=hue)
     hue.add_(6.0 * turns.view(-1, 1, 1, 1))
-    offsets = images.new_tensor(_HUE_CHANNEL_OFFSETS).view(1, 3, 1, 1)
-    k = torch.add(hue, offsets).remainder_(6.0)  # (B, 3, H, W)
-    ramp = k.neg().add_(4.0)
-    torch.minimum(k, ramp, out=ramp)
-    return ramp.clamp_(0.0, 1.0).mul_(chroma).neg_().add_(maximum)
+    hue.sub_(torch.floor(hue / 6.0).mul_(6.0))  # into [0, 6): floor is a vectorised pass, remainder is not
+    out = torch.empty_like(images)
+    torch.sub(hue, images.new_tensor(_CHANNEL_PHASES).view(1, 3, 1, 1), out=out)
+    out.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
+    return torch.addcmul(maximum, chroma.neg_(), out, out=out)
 
 
 class Grayscale(Op):
@@ -252,8 +263,8 @@ class Grayscale(Op):
         return {"applied": _bernoulli(self.p, batch_size, generator)}
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
-        applied = _on(params, images)["applied"][:, None, None, None]
-        return torch.where(applied, _luma(images).expand_as(images), images)
+        weight = _on(params, images)["applied"].to(images.dtype)[:, None, None, None]
+        return torch.lerp(images, _luma(images).expand_as(images), weight)  # exact at 0/1, faster than where
 
 
 class GaussianBlur(Op):
