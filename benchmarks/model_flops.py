@@ -112,10 +112,10 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             flops, seconds = achieved(width, args.size, args.batch, precision, args.steps)
             rate = flops / seconds
+            own_peak = "" if precision == "fp32" else f", {100 * rate / peaks[precision]:.0f} % of {precision} peak"
             print(f"ResNet-18 width {width}, {args.size} px, batch {args.batch}, {precision}: "
                   f"{flops / 1e9:.1f} GFLOP/step in {seconds:.2f} s = {rate / 1e9:.0f} GFLOP/s, "
-                  f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak, {100 * rate / peaks[precision]:.0f} % of "
-                  f"{precision} peak", flush=True)
+                  f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak{own_peak}", flush=True)
             if precision == "fp32":
                 fractions.append((width, rate / peaks["fp32"]))
     print("achieved model FLOP/s / fp32 matmul peak (MoCo v2 step, fp32): "

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -62,6 +63,9 @@ class TrainerConfig:
     torch). `checkpoint_every_n_steps` (0: off) keeps the latest step
     checkpoint for resuming preempted runs. `collapse_threshold` is the
     embedding std below which training warns of representation collapse.
+    `precision` is Lightning's, or `auto`: bf16 autocast where the device
+    multiplies bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
+    AMX), fp32 elsewhere, where bf16 is emulated and slower than fp32.
     """
 
     max_epochs: int = 100
@@ -247,6 +251,20 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
     return Run(run_dir, config, encoder, metrics)
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """Lightning's precision for `precision`, with `auto` resolved for the device `accelerator` picks."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    else:
+        # torch.cpu exposes the CPU's bf16 units only through these private probes; without them, assume none.
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        native = any(probe() for probe in probes if probe is not None)
+    return "bf16-mixed" if native else "32-true"
+
+
 def _build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
     settings = config.trainer
     callbacks = [
@@ -284,7 +302,7 @@ def _build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Seque
         sync_batchnorm=settings.sync_batchnorm,
         use_distributed_sampler=False,  # ResumableBatchSampler shards the global batch over ranks itself
         plugins=[AtomicCheckpointIO()],
-        precision=settings.precision,
+        precision=resolve_precision(settings.precision, settings.accelerator),
         deterministic=settings.deterministic,
         log_every_n_steps=settings.log_every_n_steps,
         logger=[

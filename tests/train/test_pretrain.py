@@ -6,7 +6,7 @@ import torch
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.models.io import load_encoder
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.pretrain import load_config, pretrain, read_status, resolve_precision
 from tests.conftest import TINY_OVERRIDES
 
 PRESETS = ("moco_v2", "byol", "simclr", "simsiam")
@@ -92,3 +92,13 @@ def test_a_failing_run_is_marked_failed_with_its_error(tmp_path):
     status = read_status(config.run_dir)
     assert status["state"] == "failed" and "fewer than" in status["error"]
     assert not (config.run_dir / "encoder.safetensors").exists()
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [(False, False, "32-true"), (True, False, "bf16-mixed"),
+                                                              (False, True, "bf16-mixed")])
+def test_auto_precision_takes_bf16_only_on_a_cpu_with_bf16_units(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("32-true", "cpu") == "32-true"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
