@@ -238,7 +238,7 @@ def shift_hue(images: Tensor, turns: Tensor) -> Tensor:
     chroma.neg_().add_(maximum)
     # Grey pixels (C = 0) have zero channel differences, so any finite inverse gives them hue 0, as torchvision does.
     inverse = chroma.clamp_min(1e-12).reciprocal_()
-    # Hue by whichever channel holds the maximum, red first as in torchvision (and Pillow). The tests write float
+    # Hue by whichever channel holds the maximum, red first as in torchvision (and Pillow). The comparisons write float
     # 0/1 weights directly: twice as fast as a bool mask, which would then need converting.
     is_red = torch.eq(maximum, red, out=torch.empty_like(maximum))
     is_green = torch.eq(maximum, green, out=torch.empty_like(maximum))
