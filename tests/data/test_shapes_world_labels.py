@@ -12,8 +12,8 @@ from augbench.data.shapes_world import HELD_OUT_PHOTOS, ShapesWorldConfig, load_
 
 # A pin of what every existing config renders, taken from the code before the new labels existed: 8×8 average-pooled
 # thumbnails of the images and masks, and the factor labels. Thumbnails rather than a hash of the pixels, because the
-# float rounding of grid_sample and interpolate differs between CPUs (AVX-512 vs AVX2) and flips a few pixels by one
-# grey level; a changed shape, pose, colour, texture or background moves a thumbnail by far more than the tolerance.
+# float rounding of grid_sample and interpolate differs between CPUs (AMD EPYC vs Intel Xeon) and flips a few pixels
+# by one grey level; a changed shape, pose, colour, texture or background moves a thumbnail far beyond the tolerance.
 PINNED = Path(__file__).with_name("pinned_shapes_world.npz")
 CASES = {
     ("default", "train"): dict(train_size=64, val_size=16, test_size=16),
