@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from augbench.data.shapes_world import ShapesWorldConfig, load_shapes_world
+from augbench.train.memory import keep_freed_memory
 from augbench.train.pretrain import PretrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +31,22 @@ def machine() -> str:
             model += " (avx512_bf16)"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cores} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def process_memory(default_malloc: bool) -> str:
+    """Set the process's host memory up as `augbench pretrain` does (`trainer.keep_freed_memory`) and say how.
+
+    Process-wide, so both sides of a comparison run under it. `default_malloc`
+    leaves glibc's defaults, to measure what the setting is worth.
+    """
+    if default_malloc:
+        return "host memory: glibc malloc defaults (--default-malloc)"
+    if keep_freed_memory():
+        return "host memory: freed memory kept in the process (trainer.keep_freed_memory, both sides)"
+    return "host memory: malloc defaults (no glibc mallopt here)"
+
+
+DEFAULT_MALLOC_HELP = "leave glibc's malloc defaults instead of keeping freed memory as augbench pretrain does"
 
 
 def shapes_world_images(count: int, size: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from common import augbench_config, autocast, machine, shapes_world_images
+from common import DEFAULT_MALLOC_HELP, augbench_config, autocast, machine, process_memory, shapes_world_images
 from torch.utils.flop_counter import FlopCounterMode
 
 from augbench.augment.recipes import build_recipe
@@ -99,8 +99,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--default-malloc", action="store_true", help=DEFAULT_MALLOC_HELP)
     args = parser.parse_args()
     print(machine())
+    print(process_memory(args.default_malloc))
     peaks = {}
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         by_library = matmul_peaks(dtype)

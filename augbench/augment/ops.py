@@ -140,9 +140,10 @@ class ColorJitter(Op):
 
     The maths is torchvision's (`adjust_brightness`, `adjust_contrast`,
     `adjust_saturation`, `adjust_hue`), written batched with one factor per
-    image: at each of the four slots of the order, every image makes its own
-    adjustment in one pass over the batch instead of one call per adjustment
-    on the images that chose it.
+    image: at each of the four slots of the order, the images whose
+    adjustment there is a blend (brightness, contrast or saturation) make it
+    in one pass, each toward its own target, and those shifting their hue make
+    that in another, instead of one call per adjustment type.
     """
 
     name = "color_jitter"
@@ -167,42 +168,46 @@ class ColorJitter(Op):
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
         params = _on(params, images)
-        factors = params["factors"].to(images.dtype)  # (B, 4)
-        out = None  # allocated by the first adjustment, then updated in place: the input is never written
+        rows = torch.nonzero(params["applied"])[:, 0]
+        if not len(rows):
+            return images
+        # Only the jittered images, gathered once and grouped by the slot of their hue shift: each slot's hue rows
+        # are then one contiguous slice, shifted in place, and each blend pass skips them and the unjittered images.
+        # Gathering per slot instead cost a quarter of the op at 96 px.
+        order = params["order"][rows]  # (A, 4)
+        hue_slot = (order == self.HUE).int().argmax(dim=1)  # (A,)
+        by_hue_slot = torch.argsort(hue_slot, stable=True)
+        rows, order = rows[by_hue_slot], order[by_hue_slot]
+        bounds = [0, *torch.bincount(hue_slot, minlength=4).cumsum(0).tolist()]
+        factors = params["factors"][rows].to(images.dtype)  # (A, 4)
+        jittered = images[rows]  # (A, 3, H, W): a copy, adjusted in place
         for slot in range(4):
-            adjustment = torch.where(params["applied"], params["order"][:, slot], -1)  # (B,), -1: none
-            blends = (adjustment >= 0) & (adjustment != self.HUE)
-            if blends.any():
-                out = _blend_adjustments(images if out is None else out, adjustment, factors, blends, in_place=out)
-            rows = torch.nonzero(adjustment == self.HUE)[:, 0]
-            if len(rows):
-                out = images.clone() if out is None else out
-                out[rows] = shift_hue(out[rows], factors[rows, self.HUE])
-        return images if out is None else out
+            start, stop = bounds[slot], bounds[slot + 1]
+            for part in (slice(0, start), slice(stop, len(rows))):
+                if part.stop > part.start:
+                    _blend_adjustments(jittered[part], order[part, slot], factors[part], out=jittered[part])
+            if stop > start:
+                shift_hue(jittered[start:stop], factors[start:stop, self.HUE], out=jittered[start:stop])
+        return images.index_copy(0, rows, jittered)
 
 
-def _blend_adjustments(images: Tensor, adjustment: Tensor, factors: Tensor, blends: Tensor,
-                       in_place: Tensor | None = None) -> Tensor:
-    """Brightness, contrast and saturation as torchvision's blends, each image with its own factor and target.
+def _blend_adjustments(images: Tensor, adjustment: Tensor, factors: Tensor, out: Tensor) -> Tensor:
+    """Brightness, contrast or saturation as torchvision's blends, each image with its own factor and target.
 
     torchvision blends an image toward black (brightness), its mean grey level
     (contrast) or its grey image (saturation): out = clamp(f·x + (1 − f)·ref).
-    Images with `blends` False get weight 1, and `torch.lerp` returns its end
-    point exactly at weight 1, so they pass through unchanged. The result goes
-    to `in_place` when given (which may be `images` itself).
+    `adjustment` (B,) names each image's blend (never the hue shift); `out`
+    may be `images` itself.
     """
-    column = adjustment.clamp(min=0)[:, None]
-    weight = torch.where(blends, factors.gather(1, column)[:, 0], 1.0)[:, None, None, None]  # (B, 1, 1, 1)
+    weight = factors.gather(1, adjustment[:, None])[:, :, None, None]  # (B, 1, 1, 1)
     reference = _luma(images)  # (B, 1, H, W)
     mean_gray = reference.mean(dim=(-2, -1), keepdim=True)
     to_gray = (adjustment == ColorJitter.SATURATION).to(images.dtype)[:, None, None, None]
     to_mean = (adjustment == ColorJitter.CONTRAST).to(images.dtype)[:, None, None, None]
     # The reference by 0/1 weights, exact, rather than torch.where (see shift_hue): grey, mean grey or black.
-    reference.mul_(to_gray).add_(mean_gray * to_mean)
     # In place wherever possible: each fresh image-sized tensor costs page faults as well as memory traffic.
-    if in_place is None:
-        return torch.lerp(reference, images, weight).clamp_(0.0, 1.0)
-    return torch.lerp(reference, images, weight, out=in_place).clamp_(0.0, 1.0)
+    reference.mul_(to_gray).add_(mean_gray * to_mean)
+    return torch.lerp(reference, images, weight, out=out).clamp_(0.0, 1.0)
 
 
 def _luma(images: Tensor) -> Tensor:
@@ -215,8 +220,10 @@ def _luma(images: Tensor) -> Tensor:
 _CHANNEL_PHASES = (3.0, 5.0, 1.0)
 
 
-def shift_hue(images: Tensor, turns: Tensor) -> Tensor:
+def shift_hue(images: Tensor, turns: Tensor, out: Tensor | None = None) -> Tensor:
     """Rotate the hue of images (B, 3, H, W) in [0, 1] by `turns` (B,) of the hue circle, as torchvision's adjust_hue.
+
+    The result goes to `out` when given, which may be `images` itself.
 
     A hue shift keeps the value V = max and the chroma C = max − min of each
     pixel, so the HSV round trip reduces to the hue angle h (in sextants) and
@@ -247,7 +254,8 @@ def shift_hue(images: Tensor, turns: Tensor) -> Tensor:
     torch.lerp(hue, torch.sub(green, blue).mul_(inverse), is_red, out=hue)
     hue.add_(6.0 * turns.view(-1, 1, 1, 1))
     hue.sub_(torch.floor(hue / 6.0).mul_(6.0))  # into [0, 6): floor is a vectorised pass, remainder is not
-    out = torch.empty_like(images)
+    # The channels are not read from here on, so `out` may be `images`.
+    out = torch.empty_like(images) if out is None else out
     torch.sub(hue, images.new_tensor(_CHANNEL_PHASES).view(1, 3, 1, 1), out=out)
     out.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
     return torch.addcmul(maximum, chroma.neg_(), out, out=out)

@@ -46,6 +46,7 @@ from augbench.methods import build_method, method_config_type
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import ENCODER_FILE, save_encoder
 from augbench.train.checkpoint import AtomicCheckpointIO
+from augbench.train.memory import keep_freed_memory
 from augbench.train.module import PretrainModule
 from augbench.train.optim import OptimConfig
 from augbench.train.sampler import ResumableBatchSampler
@@ -66,6 +67,9 @@ class TrainerConfig:
     `precision` is Lightning's, or `auto`: bf16 autocast where the device
     multiplies bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
     AMX), fp32 elsewhere, where bf16 is emulated and slower than fp32.
+    `keep_freed_memory` keeps freed host memory in the process for the next
+    step instead of returning it to the kernel (glibc only; see
+    `augbench.train.memory`); it applies to the whole process.
     """
 
     max_epochs: int = 100
@@ -85,6 +89,7 @@ class TrainerConfig:
     deterministic: bool = False
     channels_last: bool = True
     progress_bar: bool = True
+    keep_freed_memory: bool = True
 
     def __post_init__(self):
         if self.batch_size < 2:
@@ -215,6 +220,8 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
     run_dir = config.run_dir
     resumed = {"resumed_from": str(resume_from)} if resume_from else {}
     _mark(run_dir, "running", **resumed)
+    if config.trainer.keep_freed_memory:
+        keep_freed_memory()
     try:
         L.seed_everything(config.seed, workers=True, verbose=False)
         dataset = load_split(config.data, "train")

@@ -40,3 +40,11 @@ def test_jitter_on_channels_last_images_equals_jitter_on_contiguous_ones():
     params = op.sample(16, torch.Generator().manual_seed(2))
     channels_last = images.contiguous(memory_format=torch.channels_last)
     assert torch.allclose(op.apply(channels_last, params), op.apply(images, params), atol=1e-6)
+
+
+def test_hue_shift_written_over_its_input_equals_the_one_written_elsewhere():
+    images = torch.rand(6, 3, 9, 9)
+    turns = torch.linspace(-0.4, 0.4, 6)
+    overwritten = images.clone()
+    shift_hue(overwritten, turns, out=overwritten)
+    assert torch.equal(overwritten, shift_hue(images, turns))
