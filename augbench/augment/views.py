@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from augbench.augment.ops import Op, Params
+from augbench.augment.ops import HorizontalFlip, Op, Params, RandomResizedCrop
 
 
 @dataclass
@@ -19,20 +19,33 @@ class View:
 
 
 class Pipeline:
-    """Ops applied in order; each records its parameters under its name."""
+    """Ops applied in order; each records its parameters under its name.
+
+    A horizontal flip that follows a crop, with only ops between that commute
+    with it (`Op.commutes_with_flip`), is made by the crop's resampling itself,
+    as kornia composes consecutive geometric transforms into one warp: it
+    saves a pass over the batch, and the result is the one the ops give
+    applied one by one, up to float rounding.
+    """
 
     def __init__(self, ops: list[Op]):
         names = [op.name for op in ops]
         if len(set(names)) != len(names):
             raise ValueError(f"pipeline op names must be unique, got {names}")
         self.ops = ops
+        self._folded_flips = _flips_folded_into_crops(ops)  # crop index -> flip index
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, Params]:
         return {op.name: op.sample(batch_size, generator) for op in self.ops}
 
     def apply(self, images: Tensor, params: dict[str, Params]) -> Tensor:
-        for op in self.ops:
-            images = op.apply(images, params[op.name])
+        folded = set(self._folded_flips.values())
+        for index, op in enumerate(self.ops):
+            if index in self._folded_flips:
+                flip = self.ops[self._folded_flips[index]]
+                images = op.apply(images, params[op.name], flip=params[flip.name]["applied"])
+            elif index not in folded:
+                images = op.apply(images, params[op.name])
         return images
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> View:
@@ -41,6 +54,21 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.ops})"
+
+
+def _flips_folded_into_crops(ops: list[Op]) -> dict[int, int]:
+    """For each crop, the index of the horizontal flip after it with only flip-commuting ops between, if any."""
+    folded = {}
+    for index, op in enumerate(ops):
+        if not isinstance(op, RandomResizedCrop):
+            continue
+        for later_index, later in enumerate(ops[index + 1:], start=index + 1):
+            if isinstance(later, HorizontalFlip):
+                folded[index] = later_index
+                break
+            if not later.commutes_with_flip:
+                break
+    return folded
 
 
 class Recipe:

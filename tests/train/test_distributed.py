@@ -35,14 +35,23 @@ from tests.conftest import REPO, TINY_OVERRIDES
 
 PRESETS = ("moco_v2", "simclr", "byol")
 GLOBAL_BATCH, STEPS, WORLD = 16, 3, 2
-TOLERANCE = 1e-5
+# Weights may differ by 1e-5, or by 0.1 % of the largest change training made: BYOL's LARS steps amplify a change in
+# summation order (two ranks' gradients averaged) to 1.5e-5 on some images, against updates of 0.1. A rank that saw
+# the wrong images or gradients that were not averaged move the weights by the size of the updates themselves.
+TOLERANCE, RELATIVE_TOLERANCE = 1e-5, 1e-3
+
+
+def _initial_state(preset: str) -> dict[str, torch.Tensor]:
+    config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "method.queue_size=64"])
+    torch.manual_seed(0)
+    return build_method(config.method, build_backbone(config.model)).state_dict()
 
 
 def _train(preset: str, rank: int, world: int) -> tuple[list[float], dict[str, torch.Tensor]]:
     """STEPS optimiser steps on this rank's share of the global batch; the global losses and the final state."""
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "method.queue_size=64"])
     torch.manual_seed(0)
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model))  # as _initial_state builds it
     for module in method.modules():
         if isinstance(module, _BatchNorm):
             module.eval()
@@ -78,9 +87,17 @@ def _worker(rank: int, init_file: str, output: str) -> None:
 
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path / "out")), nprocs=WORLD, join=True)
+    # One thread, as each rank has: with two, the kernels round differently, and over BYOL's three LARS steps that
+    # alone moved a weight by 3.5e-5 on some images.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = {preset: _train(preset, rank=0, world=1) for preset in PRESETS}
+    finally:
+        torch.set_num_threads(threads)
     worst = {}
     for preset in PRESETS:
-        single_losses, single_state = _train(preset, rank=0, world=1)
+        single_losses, single_state = single[preset]
         ranks = [torch.load(tmp_path / f"out.{preset}.{rank}", weights_only=True) for rank in range(WORLD)]
         (losses, state), (_, other_state) = ranks
         for key in state:  # DDP keeps the ranks in step: online weights, EMA target and queue alike
@@ -91,7 +108,10 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         differences = {key: (state[key].double() - single_state[key].double()).abs().max().item()
                        for key in state if state[key].is_floating_point()}
         worst[preset] = max(differences.values())
-        assert worst[preset] <= TOLERANCE, f"{preset}: {max(differences, key=differences.get)} differs by {worst}"
+        initial = _initial_state(preset)
+        largest_update = max((single_state[key] - initial[key]).abs().max().item() for key in differences)
+        allowed = max(TOLERANCE, RELATIVE_TOLERANCE * largest_update)
+        assert worst[preset] <= allowed, f"{preset}: {max(differences, key=differences.get)} differs by {worst}"
     print(f"largest weight difference, 2 processes vs 1: {worst}")
 
 
