@@ -2,8 +2,9 @@
 
 PyTorch's CPU allocator does not cache: every image-sized tensor (an
 augmented view, an activation) is a fresh malloc. glibc serves large requests
-with their own mmap, or from a heap it trims as soon as the top is free, so a
-step's tensors arrive as new pages that the kernel faults in and zeroes: about
+with their own mmap, unmapped again on free, or from a heap whose free top it
+hands back to the kernel, so a step's tensors arrive as new pages that the
+kernel faults in and zeroes: about
 28,000 minor faults and a quarter of the time of a two-view 96-px
 augmentation of 256 images (benchmarks/augment_throughput.py). The field's
 cure is to LD_PRELOAD jemalloc or tcmalloc, which a library cannot do for
