@@ -4,9 +4,9 @@ PyTorch's CPU allocator does not cache: every image-sized tensor (an
 augmented view, an activation) is a fresh malloc. glibc serves large requests
 with their own mmap, unmapped again on free, or from a heap whose free top it
 hands back to the kernel, so a step's tensors arrive as new pages that the
-kernel faults in and zeroes: about
-28,000 minor faults and a quarter of the time of a two-view 96-px
-augmentation of 256 images (benchmarks/augment_throughput.py). The field's
+kernel faults in and zeroes: about 28,000 minor faults and a quarter of the
+time of a two-view 96-px augmentation of 256 images
+(benchmarks/augment_throughput.py). The field's
 cure is to LD_PRELOAD jemalloc or tcmalloc, which a library cannot do for
 its user once the process runs; glibc's `mallopt` reaches the same effect
 in-process, so it is called here through ctypes. The cost is a little peak
