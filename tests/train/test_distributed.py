@@ -41,17 +41,16 @@ GLOBAL_BATCH, STEPS, WORLD = 16, 3, 2
 TOLERANCE, RELATIVE_TOLERANCE = 1e-5, 1e-3
 
 
-def _initial_state(preset: str) -> dict[str, torch.Tensor]:
+def _build(preset: str):
+    """The preset's tiny config and its method, seeded: every run, and the initial state, start from these weights."""
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "method.queue_size=64"])
     torch.manual_seed(0)
-    return build_method(config.method, build_backbone(config.model)).state_dict()
+    return config, build_method(config.method, build_backbone(config.model))
 
 
 def _train(preset: str, rank: int, world: int) -> tuple[list[float], dict[str, torch.Tensor]]:
     """STEPS optimiser steps on this rank's share of the global batch; the global losses and the final state."""
-    config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "method.queue_size=64"])
-    torch.manual_seed(0)
-    method = build_method(config.method, build_backbone(config.model))  # as _initial_state builds it
+    config, method = _build(preset)
     for module in method.modules():
         if isinstance(module, _BatchNorm):
             module.eval()
@@ -108,7 +107,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         differences = {key: (state[key].double() - single_state[key].double()).abs().max().item()
                        for key in state if state[key].is_floating_point()}
         worst[preset] = max(differences.values())
-        initial = _initial_state(preset)
+        initial = _build(preset)[1].state_dict()
         largest_update = max((single_state[key] - initial[key]).abs().max().item() for key in differences)
         allowed = max(TOLERANCE, RELATIVE_TOLERANCE * largest_update)
         assert worst[preset] <= allowed, f"{preset}: {max(differences, key=differences.get)} differs by {worst}"
