@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import DEFAULT_MALLOC_HELP, best_rates, machine, process_memory, shapes_world_images
+from common import add_default_malloc_option, best_rates, machine, process_memory, shapes_world_images
 from PIL import Image
 from torchvision import transforms
 
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 96])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--default-malloc", action="store_true", help=DEFAULT_MALLOC_HELP)
+    add_default_malloc_option(parser)
     args = parser.parse_args()
     print(machine())
     print(process_memory(args.default_malloc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -46,7 +47,10 @@ def process_memory(default_malloc: bool) -> str:
     return "host memory: malloc defaults (no glibc mallopt here)"
 
 
-DEFAULT_MALLOC_HELP = "leave glibc's malloc defaults instead of keeping freed memory as augbench pretrain does"
+def add_default_malloc_option(parser: argparse.ArgumentParser) -> None:
+    """`--default-malloc`, passed on to `process_memory`."""
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc defaults instead of keeping freed memory as augbench pretrain does")
 
 
 def shapes_world_images(count: int, size: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from common import DEFAULT_MALLOC_HELP, augbench_config, autocast, machine, process_memory, shapes_world_images
+from common import add_default_malloc_option, augbench_config, autocast, machine, process_memory, shapes_world_images
 from torch.utils.flop_counter import FlopCounterMode
 
 from augbench.augment.recipes import build_recipe
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--default-malloc", action="store_true", help=DEFAULT_MALLOC_HELP)
+    add_default_malloc_option(parser)
     args = parser.parse_args()
     print(machine())
     print(process_memory(args.default_malloc))

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
-from common import DEFAULT_MALLOC_HELP, augbench_config, autocast, machine, process_memory, shapes_world_images
+from common import add_default_malloc_option, augbench_config, autocast, machine, process_memory, shapes_world_images
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8,
                         help="timed steps per setting; 4 were too few on 2 cores (a ratio read 1.05x, at 8 1.58x)")
-    parser.add_argument("--default-malloc", action="store_true", help=DEFAULT_MALLOC_HELP)
+    add_default_malloc_option(parser)
     args = parser.parse_args()
     print(machine())
     print(process_memory(args.default_malloc))

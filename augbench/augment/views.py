@@ -34,17 +34,17 @@ class Pipeline:
             raise ValueError(f"pipeline op names must be unique, got {names}")
         self.ops = ops
         self._folded_flips = _flips_folded_into_crops(ops)  # crop index -> flip index
+        self._made_by_crops = set(self._folded_flips.values())
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, Params]:
         return {op.name: op.sample(batch_size, generator) for op in self.ops}
 
     def apply(self, images: Tensor, params: dict[str, Params]) -> Tensor:
-        folded = set(self._folded_flips.values())
         for index, op in enumerate(self.ops):
             if index in self._folded_flips:
                 flip = self.ops[self._folded_flips[index]]
                 images = op.apply(images, params[op.name], flip=params[flip.name]["applied"])
-            elif index not in folded:
+            elif index not in self._made_by_crops:
                 images = op.apply(images, params[op.name])
         return images
 
