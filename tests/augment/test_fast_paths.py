@@ -1,10 +1,14 @@
 """The fast paths of augbench.augment.ops agree with the reference maths they replace."""
 
+import os
+import subprocess
+import sys
+
 import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.ops import roi_align
 
-from augbench.augment.ops import ColorJitter, RandomResizedCrop, shift_hue
+from augbench.augment.ops import ColorJitter, RandomResizedCrop, _rotate_hue, compile_hue_rotation, shift_hue
 
 
 def test_enlarging_crops_sample_as_roi_align_does():
@@ -48,3 +52,53 @@ def test_hue_shift_written_over_its_input_equals_the_one_written_elsewhere():
     overwritten = images.clone()
     shift_hue(overwritten, turns, out=overwritten)
     assert torch.equal(overwritten, shift_hue(images, turns))
+
+
+def test_compiled_hue_rotation_agrees_with_eager_ops_and_torchvision_whatever_the_threads_and_rows():
+    images = torch.rand(10, 3, 64, 64)  # large enough to take the compiled path
+    images[0] = images[0, :1]  # grey
+    turns = torch.linspace(-0.5, 0.5, 10)
+    compiled = shift_hue(images, turns)
+    assert torch.allclose(compiled, _rotate_hue(images, turns), atol=1e-6, rtol=0)
+    expected = torch.stack([TF.adjust_hue(image, turn.item()) for image, turn in zip(images, turns)])
+    assert torch.allclose(compiled, expected, atol=1e-5)
+    # A view must not depend on how many threads made it, nor on which rows shared its call (a DDP rank's batch).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert torch.equal(shift_hue(images, turns), compiled)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(torch.cat([shift_hue(images[:3], turns[:3]), shift_hue(images[3:], turns[3:])]), compiled)
+    written_over = images.clone()
+    shift_hue(written_over, turns, out=written_over)
+    assert torch.equal(written_over, compiled)
+
+
+def test_switching_the_compiled_hue_rotation_off_gives_the_eager_ops():
+    images, turns = torch.rand(4, 3, 64, 64), torch.linspace(-0.4, 0.4, 4)
+    compile_hue_rotation(False)
+    try:
+        assert torch.equal(shift_hue(images, turns), _rotate_hue(images, turns))
+    finally:
+        compile_hue_rotation(True)
+
+
+def test_without_a_cpp_compiler_the_hue_rotation_warns_and_falls_back_to_eager_ops(tmp_path):
+    script = """
+import warnings, torch
+from augbench.augment.ops import _rotate_hue, shift_hue
+images, turns = torch.rand(4, 3, 64, 64), torch.linspace(-0.4, 0.4, 4)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    first = shift_hue(images, turns)
+    second = shift_hue(images, turns)
+messages = [str(warning.message) for warning in caught if "hue rotation" in str(warning.message)]
+assert len(messages) == 1, messages
+assert "compile_augmentation" in messages[0], messages[0]
+assert torch.equal(first, _rotate_hue(images, turns)) and torch.equal(second, first)
+"""
+    # A fresh inductor cache, so that nothing compiled earlier on this machine stands in for the missing compiler.
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
