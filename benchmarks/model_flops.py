@@ -5,13 +5,14 @@ the device, forward of both branches, backward, SGD step, EMA update).
 `torch.utils.flop_counter.FlopCounterMode` counts the model's FLOPs of one
 step (convolutions and matmuls, forward and backward, as direct products;
 augmentation and the optimiser count as time, not FLOPs); achieved = FLOPs per
-step / seconds per step. The peak is the fastest large matrix product measured
-here, in fp32 (and in bf16 for the bf16-autocast step, whose matmuls run in
-bf16), through both of torch's CPU GEMM libraries: MKL (`torch.mm`) and
-oneDNN (a 1×1 convolution over a channels-last map is one GEMM), the library
-the convolutions run on. Both count: MKL picks slower code paths on non-Intel
-CPUs (on an AMD EPYC, MKL's fp32 `mm` reaches about half of oneDNN's GEMM), so
-`torch.mm` alone understates the peak and lets the step exceed 100 %.
+step / seconds per step, of the fastest of `--steps` steps. The peak is the
+fastest large matrix product measured here, in turns with those steps, in
+fp32 (and in bf16 for the bf16-autocast step, whose matmuls run in bf16),
+through both of torch's CPU GEMM libraries: MKL (`torch.mm`) and oneDNN (a
+1×1 convolution over a channels-last map is one GEMM), the library the
+convolutions run on. Both count: MKL picks slower code paths on non-Intel
+CPUs (on an AMD EPYC, MKL's fp32 `mm` reaches about half of oneDNN's GEMM),
+so `torch.mm` alone understates the peak and lets the step exceed 100 %.
 Prints, last, achieved / fp32 peak of the fp32 step for each width.
 Usage: python benchmarks/model_flops.py [--widths 0.25 1.0] [--size 32] [--batch 128]
 """
@@ -19,13 +20,20 @@ Usage: python benchmarks/model_flops.py [--widths 0.25 1.0] [--size 32] [--batch
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from common import add_default_malloc_option, augbench_config, autocast, machine, process_memory, shapes_world_images
+from common import (
+    add_default_malloc_option,
+    augbench_config,
+    autocast,
+    best_rates,
+    machine,
+    process_memory,
+    shapes_world_images,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from augbench.augment.recipes import build_recipe
@@ -35,28 +43,25 @@ from augbench.models.backbones import build_backbone
 from augbench.train.optim import build_optimizer
 
 
-def fastest_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def matmul_peaks(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 4096), repeats: int = 5) -> dict[str, float]:
-    """FLOP/s of the fastest n × n by n × n product per GEMM library, over `sizes`."""
-    peaks = {"MKL mm": 0.0, "oneDNN GEMM": 0.0}
+def gemm_runs(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 4096)) -> dict[str, Callable[[], int]]:
+    """n × n by n × n products through each GEMM library, by "library n"; each run returns the FLOPs it did."""
+    runs = {}
     for n in sizes:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        peaks["MKL mm"] = max(peaks["MKL mm"], 2 * n**3 / fastest_seconds(partial(torch.mm, a, b), repeats))
         # (1, n, 32, 32) channels-last is a (1024 × n) matrix; the 1×1 convolution multiplies it by (n × n).
         pixels = torch.randn(1, n, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
         weight = torch.randn(n, n, 1, 1, dtype=dtype)
-        seconds = fastest_seconds(partial(F.conv2d, pixels, weight), repeats)
-        peaks["oneDNN GEMM"] = max(peaks["oneDNN GEMM"], 2 * n * n * 1024 / seconds)
-    return peaks
+        runs[f"MKL mm {n}"] = counting(partial(torch.mm, a, b), 2 * n**3)
+        runs[f"oneDNN GEMM {n}"] = counting(partial(F.conv2d, pixels, weight), 2 * n * n * 1024)
+    return runs
+
+
+def counting(run: Callable[[], object], flops: int) -> Callable[[], int]:
+    def counted() -> int:
+        run()
+        return flops
+
+    return counted
 
 
 def training_step(width: float, size: int, batch: int, precision: str):
@@ -79,18 +84,15 @@ def training_step(width: float, size: int, batch: int, precision: str):
     return step
 
 
-def achieved(width: float, size: int, batch: int, precision: str, steps: int) -> tuple[float, float]:
-    """(FLOPs per step, the fastest step's seconds)."""
-    step = training_step(width, size, batch, precision)
+def step_flops(step: Callable[[], None]) -> int:
     step()
     with FlopCounterMode(display=False) as counter:
         step()
-    best = float("inf")
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return counter.get_total_flops(), best
+    return counter.get_total_flops()
+
+
+def peak(rates: dict[str, float], library: str) -> float:
+    return max(rate for name, rate in rates.items() if name.startswith(library))
 
 
 def main() -> None:
@@ -103,20 +105,27 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     print(process_memory(args.default_malloc))
-    peaks = {}
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        by_library = matmul_peaks(dtype)
-        peaks[precision] = max(by_library.values())
-        print(f"{precision} matmul peak (2048² and 4096², best of 5): "
-              + ", ".join(f"{library} {rate / 1e9:.0f} GFLOP/s" for library, rate in by_library.items()))
+    gemms = {"fp32": gemm_runs(torch.float32), "bf16": gemm_runs(torch.bfloat16)}
     fractions = []
     for width in args.widths:
         for precision in ("fp32", "bf16"):
-            flops, seconds = achieved(width, args.size, args.batch, precision, args.steps)
-            rate = flops / seconds
+            step = training_step(width, args.size, args.batch, precision)
+            flops = step_flops(step)
+            # The peaks are measured in turns with the steps, so that a slow spell of the machine (the same loop
+            # 1.6x slower for a minute) slows both sides of the fraction alike instead of landing on one.
+            dtypes = ["fp32"] if precision == "fp32" else ["fp32", precision]
+            runs = {"step": counting(step, flops)}
+            runs |= {f"{dtype} {name}": run for dtype in dtypes for name, run in gemms[dtype].items()}
+            rates = dict(zip(runs, best_rates(list(runs.values()), args.steps)))
+            peaks = {dtype: peak(rates, f"{dtype} ") for dtype in dtypes}
+            for dtype in dtypes:
+                print(f"  {dtype} matmul peak beside it (2048² and 4096²): " + ", ".join(
+                    f"{library} {peak(rates, f'{dtype} {library}') / 1e9:.0f}" for library in ("MKL mm", "oneDNN GEMM")
+                ) + " GFLOP/s")
+            rate = rates["step"]
             own_peak = "" if precision == "fp32" else f", {100 * rate / peaks[precision]:.0f} % of {precision} peak"
             print(f"ResNet-18 width {width}, {args.size} px, batch {args.batch}, {precision}: "
-                  f"{flops / 1e9:.1f} GFLOP/step in {seconds:.2f} s = {rate / 1e9:.0f} GFLOP/s, "
+                  f"{flops / 1e9:.1f} GFLOP/step in {flops / rate:.2f} s = {rate / 1e9:.0f} GFLOP/s, "
                   f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak{own_peak}", flush=True)
             if precision == "fp32":
                 fractions.append((width, rate / peaks["fp32"]))
