@@ -23,9 +23,9 @@ passes. The SGD protocol's accuracy moves with its seed, the crops it draws
 runs it N times and compares the fast protocol with their mean.
 Prints, last, the speed ratio (one SGD run's mean wall time / the fast
 protocol's) and the accuracy difference fast − SGD (mean) in points, with its
-standard error paired over the test images: on 2,000 test images it is
+standard error paired over the test images: on 2,000 test images it was
 about a point, as large as the differences measured, so a verdict on the
-0.5-point goal needs a larger `--test` split (10,000: about 0.45).
+0.5-point goal needs a larger `--test` split (10,000: 0.44).
 Usage: python benchmarks/linear_eval_speed.py [--task hue_bin] [--epochs 100] [--train 10000] [--sgd-seeds 1]
     [--encoder runs/quickstart]
 """
