@@ -248,6 +248,8 @@ def shift_hue(images: Tensor, turns: Tensor, out: Tensor | None = None) -> Tenso
         return _rotate_hue(images, turns, out)
     with torch.no_grad():  # one grad mode for every caller: the compiled graph is guarded on it
         rotated = _compiled_hue_rotation(images, turns)
+    # Copied into `out` rather than written there by the kernel: with `out` aliasing `images` (the jitter's in-place
+    # call), the fused loop read channels it had already overwritten (errors up to 0.97).
     return rotated if out is None else out.copy_(rotated)
 
 
