@@ -163,9 +163,11 @@ class HAIMethod(Method):
         directions = [(0, 1), (1, 0)] if base.symmetric else [(0, 1)]
         vectors = [self._vector(view) for view in pair]
         branch, predictor = self.branches[index], self.predictors[index]
-        projections = [branch(forward_to_stage(self.backbone, v.images, stage), a) for v, a in zip(pair, vectors)]
-        queries = [predictor(z) for z in projections]
         needed = {j for _, j in directions}
+        online = {i for i, _ in directions} | (set() if base.momentum.enabled else needed)  # as in SiameseMethod
+        projections = {i: branch(forward_to_stage(self.backbone, pair[i].images, stage), vectors[i])
+                       for i in sorted(online)}
+        queries = {i: predictor(z) for i, z in projections.items()}
         if base.momentum.enabled:
             with torch.no_grad():
                 target = self.target_branches[index]

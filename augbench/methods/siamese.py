@@ -115,9 +115,13 @@ class SiameseMethod(Method):
         if len(views) != 2:
             raise ValueError(f"{type(self).__name__} takes 2 views, got {len(views)}; check augment.recipe")
         pairs = [(0, 1), (1, 0)] if self.config.symmetric else [(0, 1)]
-        projections = [self.projector(self.backbone(view.images)) for view in views]  # (B, D) each
-        queries = [self.predictor(z) for z in projections]
-        keys = self._target_embeddings(views, projections, {j for _, j in pairs})
+        needed = {j for _, j in pairs}
+        # One-way MoCo queries only view 0, so the online branch skips view 1 (as MoCo's code does): a third of the
+        # step's forward passes, and BatchNorm's running statistics then come from the query views alone.
+        online = {i for i, _ in pairs} | (set() if self.config.momentum.enabled else needed)
+        projections = {i: self.projector(self.backbone(views[i].images)) for i in sorted(online)}  # (B, D) each
+        queries = {i: self.predictor(z) for i, z in projections.items()}
+        keys = self._target_embeddings(views, projections, needed)
         losses = [self._pair_loss(queries[i], keys[j]) for i, j in pairs]
         if self.config.negatives == "queue":
             self.queue.push(torch.cat([gather_no_grad(keys[j]) for _, j in pairs]))
@@ -126,7 +130,8 @@ class SiameseMethod(Method):
             spread = F.normalize(projections[0], dim=1).std(dim=0).mean()
         return {"loss": torch.stack(losses).mean(), "positive_similarity": similarity, "embedding_std": spread}
 
-    def _target_embeddings(self, views: list[View], projections: list[Tensor], needed: set[int]) -> dict[int, Tensor]:
+    def _target_embeddings(self, views: list[View], projections: dict[int, Tensor], needed: set[int]
+                           ) -> dict[int, Tensor]:
         if not self.config.momentum.enabled:
             return {j: projections[j].detach() if self.config.stop_gradient else projections[j] for j in needed}
         with torch.no_grad():

@@ -75,6 +75,15 @@ def test_the_moco_stage_loss_is_infonce_of_that_stage_with_its_own_queue():
     assert [int(queue.pointer) for queue in method.queues] == [28, 28, 28, 28]
 
 
+@pytest.mark.parametrize(("preset", "online_passes_per_stage"), [("hai_moco_v2", 1), ("hai_byol", 2)])
+def test_the_online_backbone_runs_only_on_the_views_each_stage_loss_reads(preset, online_passes_per_stage):
+    method, config = _method(preset)
+    passes = []
+    method.backbone.conv1.register_forward_hook(lambda module, inputs, output: passes.append(inputs[0]))
+    method(_views(config))
+    assert len(passes) == 4 * online_passes_per_stage
+
+
 def test_expanded_views_feed_each_views_colour_factors_to_the_embedded_stages_only():
     method, config = _method("hai_simclr")
     method.eval()

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -56,7 +58,7 @@ def test_simclr_backpropagates_through_both_views_and_simsiam_stops_the_target()
         views[1].images.requires_grad_(True)
         z0 = method.projector(method.backbone(views[0].images))
         z1 = method.projector(method.backbone(views[1].images))
-        keys = method._target_embeddings(views, [z0, z1], {1})
+        keys = method._target_embeddings(views, {0: z0, 1: z1}, {1})
         loss = method._pair_loss(method.predictor(z0), keys[1])
         loss.backward()
         return views[1].images.grad
@@ -89,6 +91,27 @@ def test_symmetric_loss_is_the_mean_of_both_directions():
     expected = (info_nce(q[0], k[1], queue, t) + info_nce(q[1], k[0], queue, t)) / 2
     assert torch.allclose(out["loss"], expected, atol=1e-6)
     assert method.queue.pointer.item() == (20 + 16) % 32  # both directions' keys were enqueued
+
+
+@pytest.mark.parametrize(("preset", "online_passes"), [("moco_v2", 1), ("byol", 2), ("simclr", 2), ("simsiam", 2)])
+def test_the_online_backbone_runs_only_on_the_views_the_loss_reads(preset, online_passes):
+    method, _ = _method(preset)
+    passes = []
+    method.backbone.register_forward_hook(lambda module, inputs, output: passes.append(inputs[0]))
+    views = _views()
+    method(views)
+    assert len(passes) == online_passes
+    assert passes[0] is views[0].images
+
+
+def test_one_way_moco_takes_online_batchnorm_statistics_from_the_query_view_only():
+    method, _ = _method("moco_v2")
+    reference = copy.deepcopy(method.backbone)
+    views = _views()
+    method(views)
+    reference(views[0].images)
+    for ours, expected in zip(method.backbone.buffers(), reference.buffers()):
+        assert torch.equal(ours, expected)
 
 
 def test_two_views_are_required():
