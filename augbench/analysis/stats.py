@@ -231,7 +231,8 @@ def protocol_statement(results: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     for (suite, task, protocol), rows in results.groupby(["suite", "task", "protocol"], sort=False):
         first = rows.iloc[0]
         settings = json.loads(first["settings"]) if isinstance(first["settings"], str) else {}
-        settings.pop("val_accuracy", None)  # per-run outcome, not a setting
+        for outcome in ("val_accuracy", "val_loss", "val_mse"):  # a run's sweep results, not settings
+            settings.pop(outcome, None)
         test_images = f"{int(first['n_test'])} test images" if pd.notna(first["n_test"]) else "test size unrecorded"
         eval_seed = int(first["eval_seed"]) if pd.notna(first["eval_seed"]) else "unrecorded"
         lines.append(f"{suite}/{task}: {protocol} with {json.dumps(settings, sort_keys=True)}; budget "

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 
 from augbench.evaluate.features import extract_features
-from augbench.evaluate.protocols import KNNConfig, LinearConfig, knn_predict, linear_predict
+from augbench.evaluate.protocols import KNNConfig, LinearConfig, fit_linear_classifier, knn_predict, linear_predict
 from augbench.models.backbones import BackboneConfig, build_backbone
 
 
@@ -50,6 +51,33 @@ def test_linear_probe_agrees_with_scikit_learn():
     theirs = reference.score((test - mean) / std, test_labels)
     assert ours > 0.7 and abs(ours - theirs) <= 0.01
     assert set(chosen["val_accuracy"]) == {1e-4, 1e-2, 1.0}
+
+
+def test_the_linear_probe_picks_its_penalty_by_val_cross_entropy_or_by_val_accuracy():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(3, 6))
+    def sample(n):
+        labels = rng.integers(0, 3, size=n)
+        return torch.from_numpy(centres[labels] + 2 * rng.normal(size=(n, 6))).float(), torch.from_numpy(labels)
+    train, val = sample(150), sample(60)
+    weight_decays = [1e-4, 1e-2, 1e-1, 1.0]
+    _, by_loss = fit_linear_classifier(train, val, 3, LinearConfig(weight_decays=weight_decays, max_iter=200))
+    mean, std = train[0].numpy().mean(0), train[0].numpy().std(0, ddof=1)
+    for weight_decay in weight_decays:
+        reference = LogisticRegression(C=1 / (weight_decay * len(train[0])), max_iter=2000)
+        reference.fit((train[0].numpy() - mean) / std, train[1].numpy())
+        val_loss = log_loss(val[1].numpy(), reference.predict_proba((val[0].numpy() - mean) / std), labels=[0, 1, 2])
+        assert by_loss["val_loss"][weight_decay] == pytest.approx(val_loss, abs=2e-3)
+    assert by_loss["weight_decay"] == min(by_loss["val_loss"], key=by_loss["val_loss"].get)
+    config = LinearConfig(weight_decays=weight_decays, max_iter=200, select_by="val_accuracy")
+    _, by_accuracy = fit_linear_classifier(train, val, 3, config)
+    best = max(by_accuracy["val_accuracy"].values())
+    assert by_accuracy["weight_decay"] == max(w for w, a in by_accuracy["val_accuracy"].items() if a == best)
+
+
+def test_an_unknown_penalty_selection_is_refused_by_name():
+    with pytest.raises(ValueError, match="select_by='val_auc'"):
+        LinearConfig(select_by="val_auc")
 
 
 def test_feature_extraction_leaves_bn_statistics_and_training_mode_alone():
