@@ -13,6 +13,10 @@ through both of torch's CPU GEMM libraries: MKL (`torch.mm`) and oneDNN (a
 convolutions run on. Both count: MKL picks slower code paths on non-Intel
 CPUs (on an AMD EPYC, MKL's fp32 `mm` reaches about half of oneDNN's GEMM),
 so `torch.mm` alone understates the peak and lets the step exceed 100 %.
+For the fp32 step it also prints the share of the step's time spent in the
+counted products and their own fraction of the peak: what is left to gain
+outside them is memory traffic (BatchNorm, activations, adds), which thin
+layers have most of per FLOP.
 Prints, last, achieved / fp32 peak of the fp32 step for each width.
 Usage: python benchmarks/model_flops.py [--widths 0.25 1.0] [--size 32] [--batch 128]
 """
@@ -20,6 +24,7 @@ Usage: python benchmarks/model_flops.py [--widths 0.25 1.0] [--size 32] [--batch
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -34,6 +39,7 @@ from common import (
     process_memory,
     shapes_world_images,
 )
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from augbench.augment.recipes import build_recipe
@@ -41,6 +47,9 @@ from augbench.augment.views import to_float
 from augbench.methods import build_method
 from augbench.models.backbones import build_backbone
 from augbench.train.optim import build_optimizer
+
+aten = torch.ops.aten
+PRODUCTS = frozenset({aten.convolution, aten.convolution_backward, aten.mm, aten.addmm, aten.bmm})
 
 
 def gemm_runs(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 4096)) -> dict[str, Callable[[], int]]:
@@ -91,6 +100,40 @@ def step_flops(step: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
+class ProductTimer(TorchDispatchMode):
+    """Seconds spent in the ops FlopCounterMode counts (convolutions and matrix products, forward and backward).
+
+    Timed at torch's dispatch rather than by torch.profiler, whose CPU-only
+    runs print GPU-probe errors into the benchmark's output; on the CPU each
+    op has finished when it returns, so the clock around it is its time.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket not in PRODUCTS:
+            return func(*args, **(kwargs or {}))
+        start = time.perf_counter()
+        result = func(*args, **(kwargs or {}))
+        self.seconds += time.perf_counter() - start
+        return result
+
+
+def product_seconds(step: Callable[[], None], repeats: int) -> tuple[float, float]:
+    """(seconds in convolutions and matrix products, seconds in all) of the fastest of `repeats` steps."""
+    timings = []
+    for _ in range(repeats):
+        with ProductTimer() as timer:
+            start = time.perf_counter()
+            step()
+            seconds = time.perf_counter() - start
+        timings.append((seconds, timer.seconds))
+    total, products = min(timings)
+    return products, total
+
+
 def peak(rates: dict[str, float], library: str) -> float:
     return max(rate for name, rate in rates.items() if name.startswith(library))
 
@@ -129,6 +172,11 @@ def main() -> None:
                   f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak{own_peak}", flush=True)
             if precision == "fp32":
                 fractions.append((width, rate / peaks["fp32"]))
+                products, total = product_seconds(step, args.steps)
+                print(f"  of which convolutions and matrix products: {100 * products / total:.0f} % of the step's "
+                      f"time, at {100 * flops / products / peaks['fp32']:.0f} % of fp32 peak; the rest (BatchNorm, "
+                      "activations, residual adds, augmentation, optimiser) moves memory rather than multiplying",
+                      flush=True)
     print("achieved model FLOP/s / fp32 matmul peak (MoCo v2 step, fp32): "
           + ", ".join(f"width {width} {100 * fraction:.0f} %" for width, fraction in fractions))
 
