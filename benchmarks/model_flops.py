@@ -121,20 +121,23 @@ class ProductTimer(TorchDispatchMode):
         return result
 
 
-def product_seconds(step: Callable[[], None], repeats: int) -> float:
-    """Seconds in convolutions and matrix products of the fastest of `repeats` steps.
+def observed(step: Callable[[], None], flops: int) -> tuple[Callable[[], int], list[float]]:
+    """A run of `step` under ProductTimer, for best_rates, and the list it appends each run's product seconds to.
 
-    Only the products' own time counts: the dispatch mode's Python hop on
-    every op slows the step around them, so the step's time comes from the
-    unobserved runs.
+    It takes its turns with the unobserved step and the peak products, so all
+    three see the same spells of the machine. Only the products' own time is
+    read from it: the dispatch mode's Python hop on every op slows the step
+    around them.
     """
-    timings = []
-    for _ in range(repeats):
+    seconds = []
+
+    def run() -> int:
         with ProductTimer() as timer:
-            start = time.perf_counter()
             step()
-            timings.append((time.perf_counter() - start, timer.seconds))
-    return min(timings)[1]
+        seconds.append(timer.seconds)
+        return flops
+
+    return run, seconds
 
 
 def peak(rates: dict[str, float], library: str) -> float:
@@ -161,6 +164,8 @@ def main() -> None:
             # 1.6x slower for a minute) slows both sides of the fraction alike instead of landing on one.
             dtypes = ["fp32"] if precision == "fp32" else ["fp32", precision]
             runs = {"step": counting(step, flops)}
+            if precision == "fp32":
+                runs["observed step"], product_seconds = observed(step, flops)
             runs |= {f"{dtype} {name}": run for dtype in dtypes for name, run in gemms[dtype].items()}
             rates = dict(zip(runs, best_rates(list(runs.values()), args.steps)))
             peaks = {dtype: peak(rates, f"{dtype} ") for dtype in dtypes}
@@ -175,7 +180,7 @@ def main() -> None:
                   f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak{own_peak}", flush=True)
             if precision == "fp32":
                 fractions.append((width, rate / peaks["fp32"]))
-                products = product_seconds(step, args.steps)
+                products = min(product_seconds)
                 print(f"  of which convolutions and matrix products: {100 * products * rate / flops:.0f} % of the "
                       f"step's time, at {100 * flops / products / peaks['fp32']:.0f} % of fp32 peak; the rest "
                       "(BatchNorm, activations, residual adds, augmentation, optimiser) moves memory rather than "
