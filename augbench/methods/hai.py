@@ -46,7 +46,7 @@ from augbench.methods.base import Method
 from augbench.methods.distributed import gather_no_grad
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
-from augbench.methods.siamese import SiameseConfig, pair_loss
+from augbench.methods.siamese import SiameseConfig, online_views, pair_loss
 from augbench.models.heads import MLP, LayerSpec
 from augbench.models.taps import NUM_STAGES, StageHead, check_staged, forward_to_stage
 
@@ -164,9 +164,8 @@ class HAIMethod(Method):
         vectors = [self._vector(view) for view in pair]
         branch, predictor = self.branches[index], self.predictors[index]
         needed = {j for _, j in directions}
-        online = {i for i, _ in directions} | (set() if base.momentum.enabled else needed)  # as in SiameseMethod
         projections = {i: branch(forward_to_stage(self.backbone, pair[i].images, stage), vectors[i])
-                       for i in sorted(online)}
+                       for i in online_views(directions, base.momentum.enabled)}
         queries = {i: predictor(z) for i, z in projections.items()}
         if base.momentum.enabled:
             with torch.no_grad():

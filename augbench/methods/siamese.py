@@ -97,6 +97,18 @@ def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | 
     return normalized_mse(query, key)
 
 
+def online_views(pairs: list[tuple[int, int]], momentum: bool) -> list[int]:
+    """The views the online branch must embed for (query, key) view `pairs`: the queries, and the keys too when
+    there is no momentum target to embed them.
+
+    One-way MoCo thus skips the key view, as MoCo's code does: a third of the
+    step's forward passes, and BatchNorm's running statistics come from the
+    query views alone.
+    """
+    queries, keys = {i for i, _ in pairs}, {j for _, j in pairs}
+    return sorted(queries if momentum else queries | keys)
+
+
 class SiameseMethod(Method):
     def __init__(self, backbone: nn.Module, config: SiameseConfig):
         super().__init__()
@@ -115,13 +127,10 @@ class SiameseMethod(Method):
         if len(views) != 2:
             raise ValueError(f"{type(self).__name__} takes 2 views, got {len(views)}; check augment.recipe")
         pairs = [(0, 1), (1, 0)] if self.config.symmetric else [(0, 1)]
-        needed = {j for _, j in pairs}
-        # One-way MoCo queries only view 0, so the online branch skips view 1 (as MoCo's code does): a third of the
-        # step's forward passes, and BatchNorm's running statistics then come from the query views alone.
-        online = {i for i, _ in pairs} | (set() if self.config.momentum.enabled else needed)
-        projections = {i: self.projector(self.backbone(views[i].images)) for i in sorted(online)}  # (B, D) each
+        online = online_views(pairs, self.config.momentum.enabled)
+        projections = {i: self.projector(self.backbone(views[i].images)) for i in online}  # (B, D) each
         queries = {i: self.predictor(z) for i, z in projections.items()}
-        keys = self._target_embeddings(views, projections, needed)
+        keys = self._target_embeddings(views, projections, {j for _, j in pairs})
         losses = [self._pair_loss(queries[i], keys[j]) for i, j in pairs]
         if self.config.negatives == "queue":
             self.queue.push(torch.cat([gather_no_grad(keys[j]) for _, j in pairs]))
