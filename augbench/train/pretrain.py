@@ -38,12 +38,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import augbench
+from augbench.augment.looc import LOOC_RECIPES
 from augbench.augment.ops import compile_hue_rotation
 from augbench.augment.recipes import AugmentConfig, build_recipe
 from augbench.config import ConfigError, changed_keys, compose, read_sources, to_yaml
 from augbench.data import ImageDataset, dataset_config_type, load_split
 from augbench.errors import DivergedError
 from augbench.methods import build_method, method_config_type
+from augbench.methods.looc import LooCConfig
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import ENCODER_FILE, save_encoder
 from augbench.train.checkpoint import AtomicCheckpointIO
@@ -117,6 +119,19 @@ class PretrainConfig:
     method: Any = field(default_factory=lambda: {"name": "siamese"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self):
+        # LooC's heads (one embedding space per augmentation) and its recipe's keys (one per augmentation) are
+        # built from two lists; checked here, before data and models are built, not at the first training step.
+        if not isinstance(self.method, LooCConfig):
+            return
+        if self.augment.recipe not in LOOC_RECIPES:
+            raise ValueError(f"method.name=looc needs a leave-one-out recipe, augment.recipe one of "
+                             f"{sorted(LOOC_RECIPES)}, not {self.augment.recipe!r}")
+        if list(self.method.augmentations) != list(self.augment.augmentations):
+            raise ValueError(f"method.augmentations={list(self.method.augmentations)} and augment.augmentations="
+                             f"{list(self.augment.augmentations)} differ: LooC embeds one space per key of its recipe, "
+                             "in order; set method.augmentations to ${augment.augmentations}, as the presets do")
 
     @property
     def run_dir(self) -> Path:

@@ -137,11 +137,19 @@ def test_a_saved_looc_plus_plus_encoder_reloads_with_the_same_features(tmp_path)
         ("augment.augmentations=[color,shear]", r"augment: augmentations=\['color', 'shear'\]: \['shear'\] unknown"),
         ("method.augmentations=[]", r"method: augmentations=\[\]"),
         ("method.representation=looc+", r"method: representation='looc\+'"),
+        ("method.augmentations=[color]",
+         r"method.augmentations=\['color'\] and augment.augmentations=\['color', 'rotation', 'texture'\] differ"),
     ],
 )
 def test_bad_looc_configs_stop_at_config_load_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(shipped_config("methods/looc.yaml"), [override])
+
+
+def test_looc_without_a_leave_one_out_recipe_stops_at_config_load():
+    overrides = ["augment.recipe=moco_v2_32", "augment.augmentations=[]", "method.augmentations=[color]"]
+    with pytest.raises(ConfigError, match=r"method.name=looc needs a leave-one-out recipe.*not 'moco_v2_32'"):
+        load_config(shipped_config("methods/looc.yaml"), overrides)
 
 
 def test_presets_share_the_augmentation_list():
