@@ -26,13 +26,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     from augbench.analysis.tables import results_table
     from augbench.evaluate.evaluate import evaluate
 
-    results = evaluate(args.checkpoint, args.suite, overrides=args.overrides, device=args.device)
-    console.print(results_table(results, title=f"{args.checkpoint} · suite {args.suite}"))
     # For an ARCH@FILE spec (augbench.models.external) the results go beside FILE.
     weights = args.checkpoint if Path(args.checkpoint).exists() else args.checkpoint.rpartition("@")[2]
     output = args.output or _default_output(Path(weights), args.suite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(output, index=False)
+    results = evaluate(args.checkpoint, args.suite, overrides=args.overrides, device=args.device, output=output)
+    console.print(results_table(results, title=f"{args.checkpoint} · suite {args.suite}"))
     console.print(f"{len(results)} records written to {output}")
 
 
@@ -173,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (AugbenchError, FileNotFoundError, FileExistsError) as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        message = "\n".join([str(error), *getattr(error, "__notes__", [])])
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

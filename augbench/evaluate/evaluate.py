@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -27,6 +28,7 @@ from augbench.evaluate.metrics import METRICS
 from augbench.evaluate.suite import load_suite
 from augbench.evaluate.tasks import Context, run_task
 from augbench.models.io import load_encoder
+from augbench.train.checkpoint import write_atomic
 
 
 def encoder_identity(encoder: nn.Module) -> str:
@@ -47,6 +49,7 @@ def evaluate(
     device: str | None = None,
     overrides: Sequence[str] = (),
     progress: bool = True,
+    output: str | Path | None = None,
 ) -> pd.DataFrame:
     """Evaluate a frozen encoder on every task of `suite`; one row per (task, protocol).
 
@@ -56,6 +59,12 @@ def evaluate(
     `overrides` are dot-list edits of the suite (e.g. `knn.k=200`). The
     encoder's weights, train/eval mode and BatchNorm statistics are left as
     they were (fine-tuning trains a copy).
+
+    `output`: a CSV to write the records to. While the suite runs, the
+    records of the tasks done so far are rewritten after each task to
+    `<stem>.unfinished.csv` beside it, renamed to `output` after the last
+    task; an error or a kill part-way keeps them there and leaves an earlier
+    `output` as it was.
     """
     if isinstance(encoder_or_checkpoint, nn.Module):
         encoder, source = encoder_or_checkpoint, f"module:{type(encoder_or_checkpoint).__name__}"
@@ -70,12 +79,18 @@ def evaluate(
     context = Context(encoder, device, config)
     rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    unfinished = None if output is None else Path(output).with_suffix(".unfinished.csv")
     with Progress(*columns, disable=not progress, transient=True) as bar:
         job = bar.add_task(f"{name}", total=len(tasks))
-        for task in tasks:
+        for done, task in enumerate(tasks):
             bar.update(job, description=f"{name} · {config.name} · {task.name} ({task.kind})")
             start = time.perf_counter()
-            results = run_task(task, context)
+            try:
+                results = run_task(task, context)
+            except Exception as error:
+                if done and unfinished is not None:
+                    error.add_note(f"the records of the tasks finished before {task.name!r} are in {unfinished}")
+                raise
             seconds = (time.perf_counter() - start) / max(1, len(results))
             seed = config.seed if task.seed is None else task.seed
             for result in results:
@@ -103,5 +118,10 @@ def evaluate(
                     "seconds": seconds,
                     "augbench": augbench.__version__,
                 })
+            if unfinished is not None:
+                write_atomic(lambda file: pd.DataFrame(rows).to_csv(file, index=False), unfinished)
             bar.advance(job)
-    return pd.DataFrame(rows)
+    records = pd.DataFrame(rows)
+    if unfinished is not None:
+        os.replace(unfinished, output)
+    return records

@@ -69,6 +69,15 @@ def miou(predictions: Tensor, targets: Tensor) -> float:
     return (intersection[union > 0] / union[union > 0]).mean().item() * 100
 
 
+def mean_per_class(predictions: Tensor, targets: Tensor) -> float:
+    """Mean over the classes in `targets` of each class's accuracy, in %: every class counts alike however many
+    test images it has (the transfer metric of Kornblith et al. 2019 for Pets, Flowers-102 and Caltech-101)."""
+    num_classes = int(max(predictions.max(), targets.max())) + 1
+    confusion = confusion_matrix(predictions, targets, num_classes).double()
+    present = confusion.sum(1) > 0
+    return (confusion.diag()[present] / confusion.sum(1)[present]).mean().item() * 100
+
+
 def binary_iou(predictions: Tensor, targets: Tensor) -> float:
     """IoU in % of the positive class of binary maps."""
     predicted, actual = predictions.bool(), targets.bool()
@@ -82,6 +91,7 @@ def l1(predictions: Tensor, targets: Tensor) -> float:
 
 METRICS: dict[str, Metric] = {
     "top1": Metric(top1, True, ("class",)),
+    "mean_per_class": Metric(mean_per_class, True, ("class",)),
     "r2": Metric(r2, True, ("vector",)),
     "mae": Metric(mae, False, ("vector",)),
     "angular_error": Metric(angular_error, False, ("angle",)),

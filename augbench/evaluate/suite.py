@@ -41,6 +41,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from augbench.config import ConfigError, compose, read_sources, shipped_config
 from augbench.data import DATASETS, dataset_config_type
+from augbench.data.disk import DiskConfig
 from augbench.evaluate.corruptions import CORRUPTIONS, SEVERITIES
 from augbench.evaluate.dense import DenseConfig
 from augbench.evaluate.metrics import METRICS, PIXEL_TARGETS, TARGETS
@@ -54,6 +55,8 @@ CATEGORIES = ("semantic_image", "structural_image", "semantic_pixel", "structura
               "corruptions", "background_shift", "invariance")
 CLASS_PROTOCOLS = ("knn", "linear", "mlp", "sgd_linear", "finetune")
 FEATURE_PROTOCOLS = ("knn", "linear", "mlp")
+# The folder the shipped on-disk tasks (configs/tasks/cifar10.yaml, ...) read their datasets from.
+DATA_ROOT_VARIABLE = "AUGBENCH_DATA"
 # Labels a task kind computes itself rather than reading from the dataset.
 DERIVED_LABELS = {"crop_pair": "crop_offset", "invariance": "augmentation"}
 
@@ -165,6 +168,7 @@ def load_suite(suite: str | Path, overrides: Sequence[str] = ()) -> tuple[SuiteC
         task_path = _resolve("tasks", name, path.parent)
         task = load_task(task_path)
         task.dataset = _override_dataset(task.dataset, config.dataset_overrides, task_path)
+        _check_disk_path(task.dataset, task_path)
         for protocol in task.protocols:
             protocol_config(config, task, protocol, where=str(task_path))
         tasks.append(task)
@@ -188,6 +192,19 @@ def _override_dataset(dataset: Any, overrides: dict[str, Any], where: Path) -> A
     except (OmegaConfBaseException, ValueError, TypeError) as error:
         message = (getattr(error, "msg", None) or str(error)).splitlines()[0]
         raise ConfigError(f"{where}: dataset_overrides {own}: {message}") from None
+
+
+def _check_disk_path(dataset: Any, where: Path) -> None:
+    """An on-disk task's folder, checked when the suite loads rather than when its turn comes after hours of others."""
+    if not isinstance(dataset, DiskConfig):
+        return
+    if not dataset.path:
+        raise ConfigError(f"{where}: dataset.path is not set: {dataset.name} is read from disk; set "
+                          f"{DATA_ROOT_VARIABLE} to the folder that holds it (torchvision's layout), or pass "
+                          "dataset_overrides.path=FOLDER")
+    if not Path(dataset.path).expanduser().is_dir():
+        raise ConfigError(f"{where}: dataset.path={dataset.path}: no such directory (the folder holding "
+                          f"{dataset.name}, from {DATA_ROOT_VARIABLE} or dataset_overrides.path)")
 
 
 def protocol_config(suite: SuiteConfig, task: TaskConfig, protocol: str, where: str = "") -> Any:

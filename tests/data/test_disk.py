@@ -1,16 +1,10 @@
-"""On-disk datasets, each read from a tiny copy generated here in the dataset's native layout.
-
-Every image is a solid colour chosen by its class, so a loaded image's mean
-colour tells which class file it came from, independently of the loader's
-labels.
-"""
+"""On-disk datasets, each read from a tiny copy in the dataset's native layout (tests/data/layouts.py)."""
 
 import pickle
 import re
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -33,13 +27,20 @@ from augbench.data.disk import (
 from augbench.errors import DataError
 from augbench.train.pretrain import load_config, pretrain, read_status
 from tests.conftest import TINY_OVERRIDES
-
-PALETTE = np.array([[(37 * c) % 256, (91 * c + 60) % 256, (151 * c + 120) % 256] for c in range(10)], dtype=np.uint8)
-
-
-def _solid(path, colour, size=(24, 36)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.broadcast_to(colour, (*size, 3)).copy()).save(path, quality=98)
+from tests.data.layouts import (
+    PALETTE,
+    cifar_images,
+    solid_image,
+    write_caltech,
+    write_cifar10,
+    write_cifar100,
+    write_dtd,
+    write_eurosat,
+    write_flowers,
+    write_pets,
+    write_stl10,
+    write_tree,
+)
 
 
 def _class_of(images: torch.Tensor) -> np.ndarray:
@@ -65,32 +66,8 @@ def _check(splits, size, classes, label="class"):
 # --- CIFAR ----------------------------------------------------------------------------------------------------
 
 
-def _cifar_images(labels):
-    images = PALETTE[labels][:, :, None, None].repeat(32, 2).repeat(32, 3)  # (N, 3, 32, 32)
-    return images.reshape(len(labels), -1)  # CIFAR rows: 3072 bytes, channel-major
-
-
-def _write_cifar10(root, per_batch=6, test=8):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    all_labels = []
-    for index in range(1, 6):
-        labels = rng.integers(0, 10, per_batch)
-        all_labels.append(labels)
-        batch = {"batch_label": f"training batch {index} of 5", "labels": labels.tolist(),
-                 "data": _cifar_images(labels), "filenames": [f"{i}.png" for i in range(per_batch)]}
-        (folder / f"data_batch_{index}").write_bytes(pickle.dumps(batch, protocol=2))
-    test_labels = np.arange(test) % 10
-    (folder / "test_batch").write_bytes(pickle.dumps({"labels": test_labels.tolist(),
-                                                      "data": _cifar_images(test_labels)}, protocol=2))
-    names = [f"class{c}" for c in range(10)]
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names, "num_vis": 3072}, protocol=2))
-    return np.concatenate(all_labels), test_labels, names
-
-
 def test_cifar10_reads_pickled_batches(tmp_path):
-    train_labels, test_labels, names = _write_cifar10(tmp_path)
+    train_labels, test_labels, names = write_cifar10(tmp_path)
     splits = _load_all(Cifar10Config(path=str(tmp_path)))
     _check(splits, 32, names)
     assert torch.equal(splits["test"].labels["class"], torch.from_numpy(test_labels))
@@ -100,22 +77,14 @@ def test_cifar10_reads_pickled_batches(tmp_path):
 
 
 def test_cifar10_path_may_name_the_batches_folder_itself_and_resizes(tmp_path):
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     test = load_from_disk(Cifar10Config(path=str(tmp_path / "cifar-10-batches-py"), image_size=16), "test")
     assert test.images.shape == (8, 3, 16, 16)
     assert np.array_equal(_class_of(test.images), test.labels["class"].numpy())
 
 
 def test_cifar100_has_fine_and_coarse_labels(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    fine = np.arange(12) % 10  # the palette has 10 colours; the other 90 classes stay unused
-    for split in ("train", "test"):
-        data = {"fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(), "data": _cifar_images(fine)}
-        (folder / split).write_bytes(pickle.dumps(data, protocol=2))
-    fine_names, coarse_names = [f"fine{i}" for i in range(100)], [f"coarse{i}" for i in range(20)]
-    meta = {"fine_label_names": fine_names, "coarse_label_names": coarse_names}
-    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+    fine_names, coarse_names = write_cifar100(tmp_path)
     splits = _load_all(Cifar100Config(path=str(tmp_path)))
     _check(splits, 32, fine_names)
     for dataset in splits.values():
@@ -132,9 +101,9 @@ class _WritesAFile:
 
 
 def test_cifar_pickle_that_would_run_code_is_refused(tmp_path):
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     target = tmp_path / "written_by_pickle"
-    hostile = {"labels": [0], "data": _cifar_images(np.array([0])), "payload": _WritesAFile(target)}
+    hostile = {"labels": [0], "data": cifar_images(np.array([0])), "payload": _WritesAFile(target)}
     batch = tmp_path / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(pickle.dumps(hostile, protocol=2))
     with pytest.raises(DataError, match=rf"{re.escape(str(batch))}: not a readable CIFAR batch .*refusing"):
@@ -143,7 +112,7 @@ def test_cifar_pickle_that_would_run_code_is_refused(tmp_path):
 
 
 def test_cifar_folder_lacking_a_batch_names_it(tmp_path):
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataError, match=r"missing .*data_batch_3 \(cifar10: expected cifar-10-batches-py/"):
         load_from_disk(Cifar10Config(path=str(tmp_path)), "train")
@@ -152,24 +121,9 @@ def test_cifar_folder_lacking_a_batch_names_it(tmp_path):
 # --- STL-10 ---------------------------------------------------------------------------------------------------
 
 
-def _write_stl_images(path, labels):
-    images = PALETTE[labels][:, :, None, None].repeat(96, 2).repeat(96, 3)
-    images[:, :, :48, :] //= 2  # top half darker: tells rows from columns, which STL stores transposed
-    images.transpose(0, 1, 3, 2).tofile(path)
-    return images
-
-
 def test_stl10_reads_binaries_and_adds_unlabelled_images(tmp_path):
     folder = tmp_path / "stl10_binary"
-    folder.mkdir()
-    train_labels, test_labels = np.arange(20) % 10, np.arange(10)
-    _write_stl_images(folder / "train_X.bin", train_labels)
-    (train_labels + 1).astype(np.uint8).tofile(folder / "train_y.bin")
-    test_images = _write_stl_images(folder / "test_X.bin", test_labels)
-    (test_labels + 1).astype(np.uint8).tofile(folder / "test_y.bin")
-    _write_stl_images(folder / "unlabeled_X.bin", np.arange(4))
-    names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
-    (folder / "class_names.txt").write_text("\n".join(names) + "\n")
+    test_images, test_labels, names = write_stl10(tmp_path)
 
     test = load_from_disk(Stl10Config(path=str(tmp_path)), "test")
     assert torch.equal(test.images, torch.from_numpy(test_images))
@@ -188,23 +142,16 @@ def test_stl10_reads_binaries_and_adds_unlabelled_images(tmp_path):
 # --- ImageFolder ----------------------------------------------------------------------------------------------
 
 
-def _write_tree(root, per_class=(5, 6, 4), suffix="png"):
-    for label, count in enumerate(per_class):
-        for index in range(count):
-            size = (20 + 4 * index, 30 + 2 * label)  # varied sizes and aspect ratios
-            _solid(root / f"class_{label}" / f"{index}.{suffix}", PALETTE[label], size)
-
-
 def test_imagefolder_with_train_and_val_folders(tmp_path):
-    _write_tree(tmp_path / "train")
-    _write_tree(tmp_path / "val", per_class=(2, 2, 2), suffix="jpg")
+    write_tree(tmp_path / "train")
+    write_tree(tmp_path / "val", per_class=(2, 2, 2), suffix="jpg")
     splits = _load_all(ImageFolderConfig(path=str(tmp_path), image_size=16))
     _check(splits, 16, ["class_0", "class_1", "class_2"])
     assert len(splits["test"]) == 6 and len(splits["train"]) + len(splits["val"]) == 15
 
 
 def test_imagefolder_single_tree_is_carved_stratified_and_reproducibly(tmp_path):
-    _write_tree(tmp_path, per_class=(10, 10, 10))
+    write_tree(tmp_path, per_class=(10, 10, 10))
     config = ImageFolderConfig(path=str(tmp_path), image_size=8, val_fraction=0.2, test_fraction=0.3)
     splits = _load_all(config)
     _check(splits, 8, ["class_0", "class_1", "class_2"])
@@ -232,8 +179,8 @@ def test_resize_modes(tmp_path):
 
 
 def test_bad_image_stops_with_its_path_or_is_skipped_and_counted(tmp_path):
-    _write_tree(tmp_path / "train")
-    _write_tree(tmp_path / "val", per_class=(2, 2, 2))
+    write_tree(tmp_path / "train")
+    write_tree(tmp_path / "val", per_class=(2, 2, 2))
     bad = tmp_path / "val" / "class_1" / "0.png"
     bad.write_bytes(bad.read_bytes()[:40])
     with pytest.raises(DataError, match=rf"{re.escape(str(bad))}: cannot decode image .*skip_bad_images=true"):
@@ -254,10 +201,10 @@ def test_missing_empty_and_incomplete_folders_are_named(tmp_path):
         load_from_disk(ImageFolderConfig(path=str(tmp_path / "empty")), "train")
     (tmp_path / "tree" / "cat").mkdir(parents=True)
     (tmp_path / "tree" / "dog").mkdir()
-    _solid(tmp_path / "tree" / "cat" / "0.png", PALETTE[0])
+    solid_image(tmp_path / "tree" / "cat" / "0.png", PALETTE[0])
     with pytest.raises(DataError, match=r"no valid file for the classes.*dog"):
         load_from_disk(ImageFolderConfig(path=str(tmp_path / "tree")), "train")
-    _write_tree(tmp_path / "only_train" / "train")
+    write_tree(tmp_path / "only_train" / "train")
     with pytest.raises(DataError, match=r"has train/ but no val/"):
         load_from_disk(ImageFolderConfig(path=str(tmp_path / "only_train")), "train")
     with pytest.raises(DataError, match=r"data.path=.*no cifar-10-batches-py/ folder here"):
@@ -265,7 +212,7 @@ def test_missing_empty_and_incomplete_folders_are_named(tmp_path):
 
 
 def test_memory_estimate_refuses_a_split_too_large(tmp_path):
-    _write_tree(tmp_path, per_class=(10, 10, 10))
+    write_tree(tmp_path, per_class=(10, 10, 10))
     config = ImageFolderConfig(path=str(tmp_path), image_size=512, max_memory_gb=0.005, test_fraction=0.5)
     with pytest.raises(DataError, match=r"the train split's 12 images take 0.00879 GB .* image_size=512, more than "
                                         r"max_memory_gb=0.005; set data.image_size=386 or less"):
@@ -275,69 +222,12 @@ def test_memory_estimate_refuses_a_split_too_large(tmp_path):
 # --- Flowers-102, DTD, Pets, Caltech-101, EuroSAT ------------------------------------------------------------
 
 
-def _write_flowers(root):
-    folder = root / "flowers-102"
-    labels = np.arange(12) % 4  # image_id i (1-based) has label labels[i - 1]
-    for image_id, label in enumerate(labels, start=1):
-        _solid(folder / "jpg" / f"image_{image_id:05d}.jpg", PALETTE[label])
-    scipy.io.savemat(folder / "imagelabels.mat", {"labels": (labels + 1)[None]})
-    scipy.io.savemat(folder / "setid.mat", {"trnid": np.array([[1, 2, 3, 4, 5, 6]]), "valid": np.array([[7, 8, 9]]),
-                                            "tstid": np.array([[10, 11, 12]])})
-    return {"train": 6, "val": 3, "test": 3}
-
-
-def _write_dtd(root):
-    folder = root / "dtd" / "dtd"
-    classes = ["banded", "cracked", "dotted"]
-    lines = {"train": [], "val": [], "test": []}
-    for label, name in enumerate(classes):
-        for index, split in enumerate(["train", "train", "val", "test", "test"]):
-            _solid(folder / "images" / name / f"{name}_{index:04d}.jpg", PALETTE[label])
-            lines[split].append(f"{name}/{name}_{index:04d}.jpg")
-    lines["val"] = lines["val"][1:]  # the val file lacks class 0: class numbers must still agree across splits
-    for split, entries in lines.items():
-        (folder / "labels").mkdir(parents=True, exist_ok=True)
-        (folder / "labels" / f"{split}1.txt").write_text("\n".join(entries) + "\n")
-    return {"train": 6, "val": 2, "test": 6}
-
-
-def _write_pets(root):
-    folder = root / "oxford-iiit-pet"
-    breeds = [("Abyssinian", 1), ("american_bulldog", 2), ("Bengal", 1)]  # (breed, species: 1 cat, 2 dog)
-    lines = {"trainval": [], "test": []}
-    for label, (breed, species) in enumerate(breeds):
-        for index in range(1, 6):
-            _solid(folder / "images" / f"{breed}_{index}.jpg", PALETTE[label])
-            split = "test" if index > 3 else "trainval"
-            lines[split].append(f"{breed}_{index} {label + 1} {species} {index}")
-    (folder / "annotations").mkdir(parents=True)
-    for split, entries in lines.items():
-        (folder / "annotations" / f"{split}.txt").write_text("\n".join(entries) + "\n")
-    return {"train+val": 9, "test": 6}
-
-
-def _write_caltech(root):
-    folder = root / "caltech101" / "101_ObjectCategories"
-    for label, name in enumerate(["accordion", "airplanes", "anchor"]):
-        for index in range(1, 11):
-            _solid(folder / name / f"image_{index:04d}.jpg", PALETTE[label])
-    (folder / "BACKGROUND_Google").mkdir()
-    return {"all": 30}
-
-
-def _write_eurosat(root):
-    for label, name in enumerate(["AnnualCrop", "Forest", "River"]):
-        for index in range(1, 11):
-            _solid(root / "eurosat" / "2750" / name / f"{name}_{index}.jpg", PALETTE[label], (64, 64))
-    return {"all": 30}
-
-
 FILE_DATASETS = [
-    (Flowers102Config, _write_flowers, ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea"]),
-    (DtdConfig, _write_dtd, ["banded", "cracked", "dotted"]),
-    (PetsConfig, _write_pets, ["Abyssinian", "American Bulldog", "Bengal"]),
-    (Caltech101Config, _write_caltech, ["accordion", "airplanes", "anchor"]),
-    (EuroSatConfig, _write_eurosat, ["AnnualCrop", "Forest", "River"]),
+    (Flowers102Config, write_flowers, ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea"]),
+    (DtdConfig, write_dtd, ["banded", "cracked", "dotted"]),
+    (PetsConfig, write_pets, ["Abyssinian", "American Bulldog", "Bengal"]),
+    (Caltech101Config, write_caltech, ["accordion", "airplanes", "anchor"]),
+    (EuroSatConfig, write_eurosat, ["AnnualCrop", "Forest", "River"]),
 ]
 
 
@@ -359,14 +249,14 @@ def test_file_datasets_in_their_native_layout(tmp_path, config_type, write, clas
 
 
 def test_pets_species_label(tmp_path):
-    _write_pets(tmp_path)
+    write_pets(tmp_path)
     test = load_from_disk(PetsConfig(path=str(tmp_path), image_size=8), "test")
     assert test.classes["species"] == ["Cat", "Dog"]
     assert torch.equal(test.labels["species"], (test.labels["class"] == 1).long())
 
 
 def test_flowers_lacking_its_label_file_names_it(tmp_path):
-    _write_flowers(tmp_path)
+    write_flowers(tmp_path)
     (tmp_path / "flowers-102" / "setid.mat").unlink()
     with pytest.raises(DataError, match=r"missing .*flowers-102/setid.mat \(flowers102: expected"):
         load_from_disk(Flowers102Config(path=str(tmp_path)), "train")
@@ -376,8 +266,8 @@ def test_flowers_lacking_its_label_file_names_it(tmp_path):
 
 
 def test_lazy_split_decodes_on_read_and_equals_the_eager_one(tmp_path):
-    _write_tree(tmp_path / "train")
-    _write_tree(tmp_path / "val", per_class=(2, 2, 2))
+    write_tree(tmp_path / "train")
+    write_tree(tmp_path / "val", per_class=(2, 2, 2))
     eager = load_from_disk(ImageFolderConfig(path=str(tmp_path), image_size=8), "train")
     lazy = load_from_disk(ImageFolderConfig(path=str(tmp_path), image_size=8, lazy=True), "train")
     assert isinstance(lazy, LazyImageDataset) and "images" not in vars(lazy)  # nothing decoded yet
@@ -395,7 +285,7 @@ def test_lazy_split_decodes_on_read_and_equals_the_eager_one(tmp_path):
 
 
 def test_pretraining_reads_a_lazy_image_folder(tmp_path):
-    _write_tree(tmp_path / "data", per_class=(12, 12, 12))
+    write_tree(tmp_path / "data", per_class=(12, 12, 12))
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.")]
     overrides = [*tiny, f"output_dir={tmp_path / 'runs'}", "data.name=imagefolder", f"data.path={tmp_path / 'data'}",
                  "data.image_size=32", "data.lazy=true"]
@@ -408,7 +298,7 @@ def test_pretraining_reads_a_lazy_image_folder(tmp_path):
 
 
 def test_pretraining_config_names_an_on_disk_dataset(tmp_path):
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     config, _ = load_config(overrides=["data.name=cifar10", f"data.path={tmp_path}", "data.val_fraction=0.2"])
     assert isinstance(config.data, Cifar10Config) and config.data.val_fraction == 0.2
     assert len(load_split(config.data, "train")) == 24

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import jaccard_score, r2_score
+from sklearn.metrics import balanced_accuracy_score, jaccard_score, r2_score
 
-from augbench.evaluate.metrics import angular_error, binary_iou, mean_box_iou, miou, r2, top1
+from augbench.evaluate.metrics import angular_error, binary_iou, mean_box_iou, mean_per_class, miou, r2, top1
 
 
 def test_r2_matches_scikit_learn_uniform_average():
@@ -38,3 +38,14 @@ def test_box_iou_of_known_boxes_and_of_corner_swapped_predictions():
 
 def test_top1_is_a_percentage():
     assert top1(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 0, 0])) == 50.0
+
+
+def test_mean_per_class_matches_scikit_learn_balanced_accuracy_and_differs_from_top1_on_imbalanced_classes():
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1, 2, 4], [60, 25, 10, 5])  # class 3 absent from the targets, predicted now and then
+    predictions = np.where(rng.random(100) < 0.7, targets, rng.integers(0, 5, 100))
+    value = mean_per_class(torch.from_numpy(predictions), torch.from_numpy(targets))
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
+        expected = balanced_accuracy_score(targets, predictions) * 100
+    assert value == pytest.approx(expected)
+    assert abs(value - top1(torch.from_numpy(predictions), torch.from_numpy(targets))) > 1

@@ -1,0 +1,68 @@
+"""The transfer suite reads every on-disk dataset from one folder laid out as torchvision leaves it."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from augbench.cli import main
+from augbench.errors import ConfigError
+from augbench.evaluate.evaluate import evaluate
+from augbench.evaluate.suite import DATA_ROOT_VARIABLE, load_suite
+from augbench.models.backbones import BackboneConfig, build_backbone
+from tests.data.layouts import write_cifar10, write_transfer_root
+
+TASKS = ["cifar10", "cifar100", "stl10", "flowers102", "dtd", "pets", "caltech101", "eurosat"]
+MEAN_PER_CLASS = {"flowers102", "pets", "caltech101"}  # Kornblith et al. (2019); top-1 for the others
+
+
+def test_every_task_reads_its_dataset_under_the_root_and_is_scored_by_its_metric(tmp_path, monkeypatch):
+    write_transfer_root(tmp_path)
+    monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path))
+    encoder = build_backbone(BackboneConfig(width=0.125))
+    output = tmp_path / "transfer.csv"
+    results = evaluate(encoder, "transfer", overrides=["dataset_overrides.image_size=16", "knn.k=3"], progress=False,
+                       output=output)
+    assert pd.read_csv(output).value.tolist() == pytest.approx(results.value.tolist())
+    assert not (tmp_path / "transfer.unfinished.csv").exists()
+    assert list(zip(results.task, results.protocol)) == [(task, p) for task in TASKS for p in ("knn", "linear")]
+    for row in results.itertuples():
+        assert row.metric == ("mean_per_class" if row.task in MEAN_PER_CLASS else "top1"), row.task
+        dataset = json.loads(row.dataset)
+        assert dataset["path"] == str(tmp_path) and dataset["image_size"] == 16, row.task
+        assert row.n_test > 0 and 0 <= row.value <= 100, row.task
+    # Each class is one solid colour, so even a random encoder's features tell the classes apart.
+    linear = results[results.protocol == "linear"].set_index("task").value
+    assert (linear > 60).all(), linear.to_dict()
+
+
+def test_the_root_given_as_an_override_wins_over_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path / "elsewhere"))
+    _, tasks = load_suite("transfer", [f"dataset_overrides.path={tmp_path}"])
+    assert [task.name for task in tasks] == TASKS
+    assert {task.dataset.path for task in tasks} == {str(tmp_path)}
+
+
+def test_a_missing_root_stops_before_any_task_runs_naming_the_variable_and_the_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ROOT_VARIABLE, raising=False)
+    with pytest.raises(ConfigError, match=rf"cifar10.yaml: dataset.path is not set: .*{DATA_ROOT_VARIABLE}"):
+        load_suite("transfer")
+    monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match=rf"dataset.path={tmp_path / 'absent'}: no such directory"):
+        load_suite("transfer")
+
+
+def test_a_dataset_missing_from_the_root_is_named_and_the_finished_tasks_records_are_kept(tmp_path, monkeypatch,
+                                                                                          capsys):
+    write_cifar10(tmp_path / "data")
+    monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path / "data"))
+    output = tmp_path / "results.csv"
+    output.write_text("an earlier evaluation\n")
+    code = main(["evaluate", "timm:resnet18", "--suite", "transfer", "--output", str(output), "--device", "cpu",
+                 "tasks=[cifar10,cifar100]", "knn.k=3", "dataset_overrides.image_size=16"])
+    message = capsys.readouterr().out
+    assert code == 2 and "no cifar-100-python/ folder here" in message
+    unfinished = tmp_path / "results.unfinished.csv"
+    assert f"tasks finished before 'cifar100' are in {unfinished}" in " ".join(message.split())
+    assert list(pd.read_csv(unfinished).task) == ["cifar10", "cifar10"]
+    assert output.read_text() == "an earlier evaluation\n"
