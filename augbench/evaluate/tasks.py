@@ -155,7 +155,8 @@ def _fit(protocol: str, task: TaskConfig, context: Context, train: tuple[Tensor,
                                                     config)
         else:
             predict, chosen = fit_ridge((features, targets), (val_features, val_targets), config)
-        budget = {"train_images": len(features), "max_iter": config.max_iter, "sweep": len(config.weight_decays)}
+        fitted_on = len(features) + (len(val_features) if config.refit_on_train_val else 0)
+        budget = {"train_images": fitted_on, "max_iter": config.max_iter, "sweep": len(config.weight_decays)}
         return (lambda f, _: predict(f)), _settings(config, chosen), budget
     if protocol == "mlp":
         outputs = num_classes if classify else targets.shape[1]

@@ -1,11 +1,18 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import log_loss
 
 from augbench.evaluate.features import extract_features
-from augbench.evaluate.protocols import KNNConfig, LinearConfig, fit_linear_classifier, knn_predict, linear_predict
+from augbench.evaluate.protocols import (
+    KNNConfig,
+    LinearConfig,
+    fit_linear_classifier,
+    fit_ridge,
+    knn_predict,
+    linear_predict,
+)
 from augbench.models.backbones import BackboneConfig, build_backbone
 
 
@@ -153,3 +160,46 @@ def test_mlp_head_learns_a_nonlinear_target():
     y = (x[:, :1] * x[:, 1:]).sign().clamp_min(0).long()[:, 0]  # XOR of signs: not linearly separable
     predict = fit_mlp((x[:500], y[:500]), 2, True, MLPConfig(hidden=64, epochs=60, batch_size=64, lr=1e-2), seed=0)
     assert (predict(x[500:]) == y[500:]).float().mean() > 0.9
+
+
+def _blobs(rng, centres, n):
+    labels = rng.integers(0, len(centres), size=n)
+    features = centres[labels] + 2 * rng.normal(size=(n, centres.shape[1]))
+    return torch.from_numpy(features).float(), torch.from_numpy(labels)
+
+
+def test_the_refit_on_train_and_val_is_scikit_learns_probe_at_the_same_c():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 8))
+    train, val, test = _blobs(rng, centres, 120), _blobs(rng, centres, 120), _blobs(rng, centres, 2000)
+    config = LinearConfig(weight_decays=[1e-3, 1e-2, 1e-1], max_iter=300, refit_on_train_val=True)
+    predict, chosen = fit_linear_classifier(train, val, 4, config)
+    assert chosen["refit_weight_decay"] == pytest.approx(chosen["weight_decay"] / 2)  # twice the images
+    train_val = torch.cat([train[0], val[0]]).numpy(), torch.cat([train[1], val[1]]).numpy()
+    mean, std = train_val[0].mean(0), train_val[0].std(0, ddof=1)
+    # Kornblith et al.'s probe keeps scikit-learn's C, chosen on val with the train split's size, for the refit.
+    reference = LogisticRegression(C=1 / (chosen["weight_decay"] * len(train[0])), max_iter=2000)
+    reference.fit((train_val[0] - mean) / std, train_val[1])
+    ours = predict(test[0]).numpy()
+    assert (ours == reference.predict((test[0].numpy() - mean) / std)).mean() >= 0.99
+    train_only, _ = fit_linear_classifier(train, val, 4, LinearConfig(weight_decays=[chosen["weight_decay"]],
+                                                                      max_iter=300))
+    assert (train_only(test[0]).numpy() != ours).any()
+
+
+def test_the_ridge_refit_on_train_and_val_is_scikit_learns_ridge():
+    rng = np.random.default_rng(4)
+    weights = rng.normal(size=(6, 2))
+    def sample(n):
+        features = rng.normal(size=(n, 6))
+        return torch.from_numpy(features).float(), torch.from_numpy(features @ weights + rng.normal(size=(n, 2)))
+    train, val, test = sample(40), sample(60), sample(50)
+    predict, chosen = fit_ridge(train, val, LinearConfig(weight_decays=[1e-2, 1e-1, 1.0], refit_on_train_val=True))
+    assert chosen["refit_weight_decay"] == pytest.approx(chosen["weight_decay"] * 40 / 100)
+    features = torch.cat([train[0], val[0]]).double().numpy()
+    targets = torch.cat([train[1], val[1]]).numpy()
+    mean, std = features.mean(0), features.std(0, ddof=1)
+    # scikit-learn: ‖y − Xw‖² + α‖w‖² ⇔ mean ½‖y − Xw‖² + α‖w‖²/(2N), so α = weight_decay · N
+    reference = Ridge(alpha=chosen["refit_weight_decay"] * len(features)).fit((features - mean) / std, targets)
+    expected = reference.predict((test[0].double().numpy() - mean) / std)
+    assert np.allclose(predict(test[0]).numpy(), expected, atol=1e-4)

@@ -31,6 +31,9 @@ def test_every_task_reads_its_dataset_under_the_root_and_is_scored_by_its_metric
         dataset = json.loads(row.dataset)
         assert dataset["path"] == str(tmp_path) and dataset["image_size"] == 16, row.task
         assert row.n_test > 0 and 0 <= row.value <= 100, row.task
+        if row.protocol == "linear":  # refit on train + val at the penalty chosen on val
+            assert json.loads(row.budget)["train_images"] == row.n_train + row.n_val, row.task
+            assert json.loads(row.settings)["refit_weight_decay"] < json.loads(row.settings)["weight_decay"]
     # Each class is one solid colour, so even a random encoder's features tell the classes apart.
     linear = results[results.protocol == "linear"].set_index("task").value
     assert (linear > 60).all(), linear.to_dict()
