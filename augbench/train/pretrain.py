@@ -6,7 +6,8 @@ A run lives in `output_dir/name/`:
     status.json           {"state": "running" | "failed" | "finished", ...}
     checkpoints/          one Lightning checkpoint per epoch, the latest of every
                           `trainer.checkpoint_every_n_steps` steps, and last.ckpt
-    logs/csv/metrics.csv  and logs/tensorboard/: the logged losses
+    logs/csv/metrics.csv  and logs/tensorboard/: the logged losses, and with
+                          `monitor.label` the kNN accuracy (monitor.py)
     encoder.safetensors   the trained backbone, written once training finished
 
 A directory whose status is not "finished" did not finish; running the same
@@ -42,7 +43,7 @@ from augbench.augment.looc import LOOC_RECIPES
 from augbench.augment.ops import compile_hue_rotation
 from augbench.augment.recipes import AugmentConfig, build_recipe
 from augbench.config import ConfigError, changed_keys, compose, read_sources, to_yaml
-from augbench.data import ImageDataset, dataset_config_type, load_split
+from augbench.data import DATASETS, ImageDataset, dataset_config_type, load_split
 from augbench.errors import DivergedError
 from augbench.methods import build_method, method_config_type
 from augbench.methods.looc import LooCConfig
@@ -51,6 +52,7 @@ from augbench.models.io import ENCODER_FILE, save_encoder
 from augbench.train.checkpoint import AtomicCheckpointIO
 from augbench.train.memory import keep_freed_memory
 from augbench.train.module import PretrainModule
+from augbench.train.monitor import KNNMonitor, MonitorConfig
 from augbench.train.optim import OptimConfig
 from augbench.train.sampler import ResumableBatchSampler
 
@@ -119,10 +121,16 @@ class PretrainConfig:
     method: Any = field(default_factory=lambda: {"name": "siamese"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self):
+        # Checked here, before data and models are built, not at the first training step or epoch end.
+        known = DATASETS[self.data.name].labels
+        if self.monitor.label is not None and self.monitor.label not in known:
+            raise ValueError(f"monitor.label={self.monitor.label!r} is not a label of {self.data.name}; known: "
+                             f"{list(known)}")
         # LooC's heads (one embedding space per augmentation) and its recipe's keys (one per augmentation) are
-        # built from two lists; checked here, before data and models are built, not at the first training step.
+        # built from two lists.
         if not isinstance(self.method, LooCConfig):
             return
         if self.augment.recipe not in LOOC_RECIPES:
@@ -262,6 +270,8 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
             channels_last=config.trainer.channels_last,
             collapse_threshold=config.trainer.collapse_threshold,
         )
+        if config.monitor.label is not None:
+            callbacks = [*callbacks, KNNMonitor(config.monitor, dataset, load_split(config.data, "val"), config.seed)]
         trainer = _build_trainer(config, run_dir, callbacks)
         data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
         try:

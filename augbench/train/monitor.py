@@ -1,0 +1,103 @@
+"""kNN accuracy of the encoder while it pretrains: the running check lightly's benchmarks and solo-learn log.
+
+Every `every_n_epochs` epochs the encoder, in eval mode (BatchNorm on its
+running statistics, which stay as they are), embeds a fixed, seeded sample
+of labelled training images as the bank and of validation images as the
+queries; the weighted kNN of the evaluation protocol (`augbench.evaluate.
+protocols.knn_predict`) classifies the queries, and the top-1 accuracy is
+logged as `monitor/knn_<label>` to the CSV and TensorBoard logs and the
+progress bar. It reads no global RNG and changes no weight, so a run with
+the monitor trains exactly as one without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from augbench.data import ImageDataset
+from augbench.errors import ConfigError
+from augbench.evaluate.features import extract_features
+from augbench.evaluate.protocols import KNNConfig, knn_predict
+
+
+@dataclass
+class MonitorConfig:
+    """`label`: the dataset's class label the kNN reads (Shapes World: `shape`, `hue_bin`, ...; datasets on disk:
+    `class`); null turns the monitor off. `k` and `temperature` are the kNN protocol's; `max_bank_images` labelled
+    train images form the bank and `max_val_images` val images are classified, both drawn once with `seed`."""
+
+    label: str | None = None
+    every_n_epochs: int = 1
+    k: int = 20
+    temperature: float = 0.07
+    max_bank_images: int = 10_000
+    max_val_images: int = 2_000
+    batch_size: int = 512
+
+    def __post_init__(self):
+        for key in ("every_n_epochs", "k", "max_bank_images", "max_val_images", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)}: must be positive")
+
+
+class KNNMonitor(Callback):
+    def __init__(self, config: MonitorConfig, train: Dataset, val: Dataset, seed: int):
+        self.config = config
+        generator = torch.Generator().manual_seed(seed)
+        self.bank = _Sample(train, config.label, config.max_bank_images, generator)
+        self.queries = _Sample(val, config.label, config.max_val_images, generator)
+        self.num_classes = int(max(self.bank.labels.max(), self.queries.labels.max())) + 1
+        self.name = f"monitor/knn_{config.label}"
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.config.every_n_epochs or not trainer.is_global_zero:
+            return
+        pl_module.log(self.name, self.accuracy(pl_module.method.encoder(), pl_module.device), prog_bar=True,
+                      rank_zero_only=True)
+
+    def accuracy(self, encoder: nn.Module, device: torch.device | str) -> float:
+        """Top-1 in % of the kNN over the bank's features on the queries' features."""
+        settings = KNNConfig(k=self.config.k, temperature=self.config.temperature)
+        predictions = knn_predict(self.bank.features(encoder, self.config.batch_size, device), self.bank.labels,
+                                  self.queries.features(encoder, self.config.batch_size, device), self.num_classes,
+                                  settings)
+        return (predictions == self.queries.labels).float().mean().item() * 100
+
+
+class _Sample:
+    """Up to `count` items of a split that carry a class (STL-10's unlabelled images, label -1, do not), drawn once.
+
+    Images are gathered a batch at a time when embedded, so a lazily decoded
+    split is never held in memory whole.
+    """
+
+    def __init__(self, dataset: Dataset, label: str, count: int, generator: torch.Generator):
+        labels = dataset.labels[label]  # the label's name was checked against the dataset's at config load
+        where = f"monitor.label={label!r}"
+        if labels.ndim != 1 or labels.is_floating_point():
+            raise ConfigError(f"{where}: the kNN monitor needs a class index per image; {label!r} of {dataset.name} "
+                              f"is {labels.dtype} of shape {tuple(labels.shape[1:])} per image")
+        labelled = torch.nonzero(labels >= 0).flatten()
+        if not len(labelled):
+            raise ConfigError(f"{where}: {dataset.name}/{dataset.split} has no labelled image")
+        self.dataset = dataset
+        self.indices = labelled[torch.randperm(len(labelled), generator=generator)[:count]].sort().values
+        self.labels = labels[self.indices]
+
+    def features(self, encoder: nn.Module, batch_size: int, device: torch.device | str) -> Tensor:
+        chunks = []
+        for start in range(0, len(self.indices), batch_size):
+            chunks.append(extract_features(encoder, self._images(self.indices[start : start + batch_size]),
+                                           batch_size, device))
+        return torch.cat(chunks)  # (N, D)
+
+    def _images(self, indices: Tensor) -> Tensor:
+        if isinstance(self.dataset, ImageDataset):  # in memory: one gather, not an item (with all its labels) each
+            return self.dataset.images[indices]
+        return torch.stack([self.dataset[i]["image"] for i in indices.tolist()])
