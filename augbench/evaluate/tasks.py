@@ -54,8 +54,12 @@ class Result:
     subtask: str = ""  # e.g. the augmentation of an invariance probe, appended to the task's name
 
 
-def _key(dataset_config: Any) -> str:
-    return json.dumps(asdict(dataset_config), sort_keys=True)
+def _key(dataset_config: Any, split: str) -> tuple[str, str]:
+    """A split's cache key; a `subset` draws from the train split only, so val and test are shared without it."""
+    settings = asdict(dataset_config)
+    if split != "train":
+        settings.pop("subset", None)
+    return json.dumps(settings, sort_keys=True), split
 
 
 @dataclass
@@ -68,21 +72,21 @@ class Context:
     stages: dict = field(default_factory=dict)
 
     def dataset(self, config: Any, split: str) -> ImageDataset:
-        key = (_key(config), split)
+        key = _key(config, split)
         if key not in self.datasets:
             self.datasets[key] = load_split(config, split)
         return self.datasets[key]
 
     def split(self, config: Any, split: str) -> tuple[Tensor, ImageDataset]:
         """Features (N, D) and the dataset of one split, encoded once."""
-        key = (_key(config), split)
+        key = _key(config, split)
         dataset = self.dataset(config, split)
         if key not in self.features:
             self.features[key] = extract_features(self.encoder, dataset.images, self.suite.batch_size, self.device)
         return self.features[key], dataset
 
     def stage_maps(self, config: Any, split: str, dense: dense_head.DenseConfig) -> list[Tensor]:
-        key = (_key(config), split, dense.cache_resolution)
+        key = (*_key(config, split), dense.cache_resolution)
         if key not in self.stages:
             images = self.dataset(config, split).images
             self.stages[key] = dense_head.stage_features(self.encoder, images, dense, self.device,
@@ -276,7 +280,7 @@ def run_background_shift(task: TaskConfig, context: Context, seed: int) -> list[
 _CORRUPTED: dict[tuple, Tensor] = {}  # uint8 corrupted test images, shared by every encoder evaluated in-process
 
 
-def _corrupted(images: Tensor, name: str, severity: int, seed: int, dataset_key: str) -> Tensor:
+def _corrupted(images: Tensor, name: str, severity: int, seed: int, dataset_key: tuple[str, str]) -> Tensor:
     key = (dataset_key, len(images), name, severity, seed)
     if key not in _CORRUPTED:
         generator = torch.Generator().manual_seed(seed * 1000 + severity)
@@ -295,7 +299,7 @@ def run_corruptions(task: TaskConfig, context: Context, seed: int) -> list[Resul
     scores: dict[str, dict[str, dict[int, float]]] = {p: {} for p in fitted}
     for name in task.corruptions.names:
         for severity in task.corruptions.severities:
-            corrupted = _corrupted(images, name, severity, seed, _key(task.dataset))
+            corrupted = _corrupted(images, name, severity, seed, _key(task.dataset, "test"))
             corrupted_features = extract_features(context.encoder, corrupted, context.suite.batch_size,
                                                   context.device)
             for protocol, (predict, _, _) in fitted.items():

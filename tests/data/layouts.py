@@ -86,15 +86,17 @@ def write_tree(root, per_class=(5, 6, 4), suffix="png"):
             solid_image(root / f"class_{label}" / f"{index}.{suffix}", PALETTE[label], size)
 
 
-def write_flowers(root):
+def write_flowers(root, images=12):
+    """`images` (a multiple of 8) of 4 classes in turn: the first half train, then a quarter val, a quarter test."""
     folder = root / "flowers-102"
-    labels = np.arange(12) % 4  # image_id i (1-based) has label labels[i - 1]
+    labels = np.arange(images) % 4  # image_id i (1-based) has label labels[i - 1]
     for image_id, label in enumerate(labels, start=1):
         solid_image(folder / "jpg" / f"image_{image_id:05d}.jpg", PALETTE[label])
     scipy.io.savemat(folder / "imagelabels.mat", {"labels": (labels + 1)[None]})
-    scipy.io.savemat(folder / "setid.mat", {"trnid": np.array([[1, 2, 3, 4, 5, 6]]), "valid": np.array([[7, 8, 9]]),
-                                            "tstid": np.array([[10, 11, 12]])})
-    return {"train": 6, "val": 3, "test": 3}
+    ids = np.arange(1, images + 1)
+    train, val, test = np.split(ids, [images // 2, images * 3 // 4])
+    scipy.io.savemat(folder / "setid.mat", {"trnid": train[None], "valid": val[None], "tstid": test[None]})
+    return {"train": len(train), "val": len(val), "test": len(test)}
 
 
 def write_dtd(root):
@@ -144,9 +146,11 @@ def write_eurosat(root):
 
 
 def write_transfer_root(root):
-    """One folder holding every dataset of the transfer suite, as torchvision's loaders would have left it."""
+    """One folder holding every dataset of the transfer suite, as torchvision's loaders would have left it;
+    Flowers-102 with 10 train images per class, for its 5- and 10-shot tasks."""
     write_cifar10(root)
     write_cifar100(root)
     write_stl10(root)
-    for write in (write_flowers, write_dtd, write_pets, write_caltech, write_eurosat):
+    write_flowers(root, images=80)
+    for write in (write_dtd, write_pets, write_caltech, write_eurosat):
         write(root)

@@ -12,8 +12,11 @@ from augbench.evaluate.suite import DATA_ROOT_VARIABLE, load_suite
 from augbench.models.backbones import BackboneConfig, build_backbone
 from tests.data.layouts import write_cifar10, write_transfer_root
 
-TASKS = ["cifar10", "cifar100", "stl10", "flowers102", "dtd", "pets", "caltech101", "eurosat"]
-MEAN_PER_CLASS = {"flowers102", "pets", "caltech101"}  # Kornblith et al. (2019); top-1 for the others
+TASKS = ["cifar10", "cifar100", "stl10", "flowers102", "dtd", "pets", "caltech101", "eurosat", "flowers102_5shot",
+         "flowers102_10shot"]
+# Kornblith et al. (2019); top-1 for the others
+MEAN_PER_CLASS = {"flowers102", "pets", "caltech101", "flowers102_5shot", "flowers102_10shot"}
+SHOTS = {"flowers102_5shot": 5, "flowers102_10shot": 10}
 
 
 def test_every_task_reads_its_dataset_under_the_root_and_is_scored_by_its_metric(tmp_path, monkeypatch):
@@ -31,7 +34,10 @@ def test_every_task_reads_its_dataset_under_the_root_and_is_scored_by_its_metric
         dataset = json.loads(row.dataset)
         assert dataset["path"] == str(tmp_path) and dataset["image_size"] == 16, row.task
         assert row.n_test > 0 and 0 <= row.value <= 100, row.task
-        if row.protocol == "linear":  # refit on train + val at the penalty chosen on val
+        if row.task in SHOTS:  # K images of each of the 4 classes, and no refit on val
+            assert row.n_train == 4 * SHOTS[row.task], row.task
+            assert row.protocol == "knn" or json.loads(row.budget)["train_images"] == row.n_train
+        elif row.protocol == "linear":  # refit on train + val at the penalty chosen on val
             assert json.loads(row.budget)["train_images"] == row.n_train + row.n_val, row.task
             assert json.loads(row.settings)["refit_weight_decay"] < json.loads(row.settings)["weight_decay"]
     # Each class is one solid colour, so even a random encoder's features tell the classes apart.
@@ -69,3 +75,17 @@ def test_a_dataset_missing_from_the_root_is_named_and_the_finished_tasks_records
     assert f"tasks finished before 'cifar100' are in {unfinished}" in " ".join(message.split())
     assert list(pd.read_csv(unfinished).task) == ["cifar10", "cifar10"]
     assert output.read_text() == "an earlier evaluation\n"
+
+
+def test_k_shot_tasks_share_the_val_and_test_features_of_their_dataset(tmp_path, monkeypatch):
+    import augbench.evaluate.tasks as module
+
+    write_transfer_root(tmp_path)
+    monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path))
+    encoded = []
+    real = module.extract_features
+    monkeypatch.setattr(module, "extract_features", lambda encoder, images, *a, **k: encoded.append(len(images))
+                        or real(encoder, images, *a, **k))
+    evaluate(build_backbone(BackboneConfig(width=0.125)), "transfer", progress=False,
+             overrides=["tasks=[flowers102,flowers102_5shot,flowers102_10shot]", "knn.k=3"])
+    assert sorted(encoded) == sorted([40, 20, 20, 20, 40])  # train, val, test; the 5- and 10-shot train subsets
