@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -24,11 +25,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 import augbench
+from augbench.errors import DataError
 from augbench.evaluate.metrics import METRICS
-from augbench.evaluate.suite import load_suite
+from augbench.evaluate.suite import SuiteConfig, TaskConfig, load_suite, protocol_config
 from augbench.evaluate.tasks import Context, run_task
 from augbench.models.io import load_encoder
 from augbench.train.checkpoint import write_atomic
+
+logger = logging.getLogger(__name__)
 
 
 def encoder_identity(encoder: nn.Module) -> str:
@@ -64,7 +68,10 @@ def evaluate(
     records of the tasks done so far are rewritten after each task to
     `<stem>.unfinished.csv` beside it, renamed to `output` after the last
     task; an error or a kill part-way keeps them there and leaves an earlier
-    `output` as it was.
+    `output` as it was. Run again, the evaluation takes from that file the
+    records of every task it would compute the same way (the same encoder
+    weights, and the same task, protocol settings, seed and batch size, by
+    `task_fingerprint`) and computes only the rest.
     """
     if isinstance(encoder_or_checkpoint, nn.Module):
         encoder, source = encoder_or_checkpoint, f"module:{type(encoder_or_checkpoint).__name__}"
@@ -80,9 +87,16 @@ def evaluate(
     rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     unfinished = None if output is None else Path(output).with_suffix(".unfinished.csv")
+    finished = _finished_records(unfinished, identity)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         job = bar.add_task(f"{name}", total=len(tasks))
         for done, task in enumerate(tasks):
+            fingerprint = task_fingerprint(config, task)
+            if fingerprint in finished:
+                rows.extend({**record, "encoder": name, "source": source} for record in finished[fingerprint])
+                logger.info("%s: the records of %s are taken from %s", name, task.name, unfinished)
+                bar.advance(job)
+                continue
             bar.update(job, description=f"{name} · {config.name} · {task.name} ({task.kind})")
             start = time.perf_counter()
             try:
@@ -117,6 +131,7 @@ def evaluate(
                     "source": source,
                     "seconds": seconds,
                     "augbench": augbench.__version__,
+                    "task_fingerprint": fingerprint,
                 })
             if unfinished is not None:
                 write_atomic(lambda file: pd.DataFrame(rows).to_csv(file, index=False), unfinished)
@@ -125,3 +140,26 @@ def evaluate(
     if unfinished is not None:
         os.replace(unfinished, output)
     return records
+
+
+def task_fingerprint(suite: SuiteConfig, task: TaskConfig) -> str:
+    """16 hex digits of a SHA-256 over everything that decides a task's records besides the encoder: the task's
+    config, each of its protocols' settings, the suite's seed and batch size."""
+    protocols = {protocol: asdict(protocol_config(suite, task, protocol)) for protocol in task.protocols}
+    described = {"task": asdict(task), "protocols": protocols, "seed": suite.seed, "batch_size": suite.batch_size}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _finished_records(unfinished: Path | None, encoder_id: str) -> dict[str, list[dict]]:
+    """The records of an interrupted evaluation of the same encoder, by task fingerprint."""
+    if unfinished is None or not unfinished.is_file():
+        return {}
+    try:
+        earlier = pd.read_csv(unfinished, dtype={"encoder_id": str, "task_fingerprint": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"{unfinished}: cannot read the records of an earlier, interrupted evaluation "
+                        f"({type(error).__name__}: {str(error).strip()}); delete it to evaluate afresh") from None
+    if not {"encoder_id", "task_fingerprint"} <= set(earlier.columns):
+        return {}
+    earlier = earlier[earlier.encoder_id == encoder_id]
+    return {fingerprint: records.to_dict("records") for fingerprint, records in earlier.groupby("task_fingerprint")}

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from augbench.errors import ConfigError
+from augbench.errors import ConfigError, DataError
 from augbench.evaluate.evaluate import evaluate
 from augbench.evaluate.suite import load_suite
 from augbench.models.backbones import BackboneConfig, build_backbone
@@ -72,3 +72,35 @@ def test_the_shipped_quick_suite_loads():
     config, tasks = load_suite("quick")
     assert [t.label for t in tasks] == ["shape", "hue_bin", "orientation_bin"]
     assert config.knn.k == 20 and config.knn.temperature == 0.07
+
+
+
+def test_an_unreadable_unfinished_file_is_named_not_overwritten(tmp_path):
+    unfinished = tmp_path / "results.unfinished.csv"
+    unfinished.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataError, match=r"results.unfinished.csv: cannot read the records of an earlier"):
+        evaluate(build_backbone(BackboneConfig(width=0.125)), _suite(tmp_path), progress=False,
+                 output=tmp_path / "results.csv")
+    assert unfinished.read_bytes() == b"\xff\xfe\x00garbage"
+
+
+def test_a_rerun_takes_over_only_records_computed_the_same_way(tmp_path, monkeypatch):
+    import augbench.evaluate.evaluate as evaluation
+
+    encoder = build_backbone(BackboneConfig(width=0.125))
+    suite, output = _suite(tmp_path), tmp_path / "results.csv"
+    first = evaluate(encoder, suite, name="first", progress=False, output=output)
+    output.rename(tmp_path / "results.unfinished.csv")  # as a run killed after its last task leaves it
+    computed = []
+    real = evaluation.run_task
+    monkeypatch.setattr(evaluation, "run_task", lambda task, context: computed.append(task.name) or real(task, context))
+    again = evaluate(encoder, suite, name="again", progress=False, output=output)
+    assert computed == [] and again.value.tolist() == pytest.approx(first.value.tolist())
+    assert set(again.encoder) == {"again"}
+    output.rename(tmp_path / "results.unfinished.csv")
+    evaluate(encoder, suite, progress=False, output=output, overrides=["knn.k=3"])  # another protocol: recomputed
+    assert computed == ["shape", "hue_bin"]
+    output.rename(tmp_path / "results.unfinished.csv")
+    torch.nn.init.zeros_(next(encoder.parameters()))
+    evaluate(encoder, suite, progress=False, output=output)  # other weights: recomputed
+    assert computed == ["shape", "hue_bin", "shape", "hue_bin"]

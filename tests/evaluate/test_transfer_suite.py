@@ -4,13 +4,15 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
+import augbench.evaluate.evaluate as evaluation
 from augbench.cli import main
 from augbench.errors import ConfigError
 from augbench.evaluate.evaluate import evaluate
 from augbench.evaluate.suite import DATA_ROOT_VARIABLE, load_suite
 from augbench.models.backbones import BackboneConfig, build_backbone
-from tests.data.layouts import write_cifar10, write_transfer_root
+from tests.data.layouts import write_cifar10, write_cifar100, write_transfer_root
 
 TASKS = ["cifar10", "cifar100", "stl10", "flowers102", "dtd", "pets", "caltech101", "eurosat", "flowers102_5shot",
          "flowers102_10shot"]
@@ -61,20 +63,35 @@ def test_a_missing_root_stops_before_any_task_runs_naming_the_variable_and_the_f
         load_suite("transfer")
 
 
-def test_a_dataset_missing_from_the_root_is_named_and_the_finished_tasks_records_are_kept(tmp_path, monkeypatch,
-                                                                                          capsys):
+def test_a_missing_dataset_is_named_and_a_rerun_takes_over_the_finished_tasks_records(tmp_path, monkeypatch, capsys):
     write_cifar10(tmp_path / "data")
     monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path / "data"))
     output = tmp_path / "results.csv"
     output.write_text("an earlier evaluation\n")
+    torch.manual_seed(0)
     code = main(["evaluate", "timm:resnet18", "--suite", "transfer", "--output", str(output), "--device", "cpu",
                  "tasks=[cifar10,cifar100]", "knn.k=3", "dataset_overrides.image_size=16"])
     message = capsys.readouterr().out
     assert code == 2 and "no cifar-100-python/ folder here" in message
     unfinished = tmp_path / "results.unfinished.csv"
+    (tmp_path / "first.csv").write_bytes(unfinished.read_bytes())
     assert f"tasks finished before 'cifar100' are in {unfinished}" in " ".join(message.split())
     assert list(pd.read_csv(unfinished).task) == ["cifar10", "cifar10"]
     assert output.read_text() == "an earlier evaluation\n"
+
+    # Run again once the dataset is there: CIFAR-10's records are taken over, only CIFAR-100 is computed.
+    write_cifar100(tmp_path / "data")
+    torch.manual_seed(0)  # the same randomly initialised encoder as the first run's
+    computed = []
+    real = evaluation.run_task
+    monkeypatch.setattr(evaluation, "run_task", lambda task, context: computed.append(task.name) or real(task, context))
+    code = main(["evaluate", "timm:resnet18", "--suite", "transfer", "--output", str(output), "--device", "cpu",
+                 "tasks=[cifar10,cifar100]", "knn.k=3", "dataset_overrides.image_size=16"])
+    assert code == 0 and computed == ["cifar100"]
+    records = pd.read_csv(output)
+    assert list(records.task) == ["cifar10", "cifar10", "cifar100", "cifar100"]
+    assert records.value[:2].tolist() == pd.read_csv(tmp_path / "first.csv").value.tolist()
+    assert not unfinished.exists()
 
 
 def test_k_shot_tasks_share_the_val_and_test_features_of_their_dataset(tmp_path, monkeypatch):
