@@ -203,3 +203,15 @@ def test_the_ridge_refit_on_train_and_val_is_scikit_learns_ridge():
     reference = Ridge(alpha=chosen["refit_weight_decay"] * len(features)).fit((features - mean) / std, targets)
     expected = reference.predict((test[0].double().numpy() - mean) / std)
     assert np.allclose(predict(test[0]).numpy(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(("size", "expected"), [(32, 64), (96, 8), (16, 200)])
+def test_on_the_cpu_features_are_computed_in_cache_sized_batches_with_the_same_result(size, expected):
+    encoder = build_backbone(BackboneConfig(width=0.125))
+    seen = []
+    encoder.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    images = (torch.rand(200, 3, size, size) * 255).to(torch.uint8)
+    chunked = extract_features(encoder, images, batch_size=512)
+    assert max(seen) == expected and sum(seen) == 200
+    whole = encoder.eval()(images.float() / 255)
+    assert torch.allclose(chunked, whole, atol=1e-5)
