@@ -135,6 +135,7 @@ def evaluate(
                 })
             if unfinished is not None:
                 write_atomic(lambda file: pd.DataFrame(rows).to_csv(file, index=False), unfinished)
+            context.keep_only(tasks[done + 1 :])
             bar.advance(job)
     records = pd.DataFrame(rows)
     if unfinished is not None:

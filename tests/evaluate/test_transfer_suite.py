@@ -106,3 +106,21 @@ def test_k_shot_tasks_share_the_val_and_test_features_of_their_dataset(tmp_path,
     evaluate(build_backbone(BackboneConfig(width=0.125)), "transfer", progress=False,
              overrides=["tasks=[flowers102,flowers102_5shot,flowers102_10shot]", "knn.k=3"])
     assert sorted(encoded) == sorted([40, 20, 20, 20, 40])  # train, val, test; the 5- and 10-shot train subsets
+
+
+def test_a_dataset_no_later_task_reads_is_released(tmp_path, monkeypatch):
+    write_transfer_root(tmp_path)
+    monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path))
+    cached = {}
+    real = evaluation.run_task
+
+    def run_task(task, context):
+        cached[task.name] = {json.loads(key[0])["name"] for key in [*context.datasets, *context.features]}
+        return real(task, context)
+
+    monkeypatch.setattr(evaluation, "run_task", run_task)
+    evaluate(build_backbone(BackboneConfig(width=0.125)), "transfer", progress=False,
+             overrides=["tasks=[flowers102,cifar10,flowers102_5shot,dtd]", "knn.k=3"])
+    # Flowers-102's val and test stay for its 5-shot task; after that, nothing of it is held.
+    assert cached == {"flowers102": set(), "cifar10": {"flowers102"}, "flowers102_5shot": {"flowers102"},
+                      "dtd": set()}
