@@ -82,3 +82,14 @@ def test_two_pretraining_steps_per_step(step, tmp_path):
     run = pretrain(config)
     status = read_status(run.directory)
     assert status["state"] == "finished" and status["steps"] == 2
+
+
+def test_s_moco_v2_plus_is_moco_v2_plus_with_the_predictor_on_both_branches(tmp_path):
+    side = FAIR / "side" / "s_moco_v2_plus.yaml"
+    before, after = _composed("05_symmetric_loss.yaml"), _composed(f"side/{side.name}")
+    assert {key for key in before if before[key] != after[key]} == {"method.target_predictor"}
+    assert after["method.target_predictor"]
+    config, _ = load_config(side, [*TINY_OVERRIDES, "data.image_size=16", f"output_dir={tmp_path}",
+                                   "method.queue_size=32"])
+    run = pretrain(config)
+    assert read_status(run.directory)["steps"] == 2

@@ -20,7 +20,8 @@ The loss of stage s is the base method's loss (`base_method`, a point of the
 MoCo/BYOL/SimCLR/SimSiam design space of siamese.py: InfoNCE over a queue,
 NT-Xent, or 2 − 2cos, one-way or symmetric) on that stage's pair; the total is
 Σ_s w_s · L_s with `loss_weights` (equal in the paper). With a momentum target,
-the whole target side (backbone, heads, embeddings, projectors) is an EMA copy.
+the whole target side (backbone, heads, embeddings, projectors, and the
+predictors with `base_method.target_predictor`) is an EMA copy.
 Augmentation embeddings are training-time only: `encoder()` is the backbone.
 """
 
@@ -142,6 +143,8 @@ class HAIMethod(Method):
         if base.momentum.enabled:
             self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
             self.target_branches = copy.deepcopy(self.branches).requires_grad_(False)
+            if base.target_predictor:
+                self.target_predictors = copy.deepcopy(self.predictors).requires_grad_(False)
         if base.negatives == "queue":
             self.queues = nn.ModuleList(Queue(base.queue_size, out_dim) for _ in config.stages)
 
@@ -172,6 +175,8 @@ class HAIMethod(Method):
                 target = self.target_branches[index]
                 keys = {j: target(forward_to_stage(self.target_backbone, pair[j].images, stage), vectors[j])
                         for j in needed}
+                if base.target_predictor:
+                    keys = {j: self.target_predictors[index](k) for j, k in keys.items()}
         else:
             keys = {j: projections[j].detach() if base.stop_gradient else projections[j] for j in needed}
         losses = [self._pair_loss(index, queries[i], keys[j]) for i, j in directions]
@@ -197,4 +202,6 @@ class HAIMethod(Method):
         momentum = cosine_momentum(momentum_config.base, momentum_config.final, progress)
         ema_update(self.target_backbone, self.backbone, momentum)
         ema_update(self.target_branches, self.branches, momentum)
+        if self.config.base_method.target_predictor:
+            ema_update(self.target_predictors, self.predictors, momentum)
         return {"momentum": momentum}

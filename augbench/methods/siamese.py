@@ -7,8 +7,11 @@ points of the same space. Each is a preset in configs/methods/.
 
 Online branch: q = predictor(projector(backbone(view))). Target branch: the
 momentum (EMA) copy of backbone and projector when `momentum.enabled`, else the
-online branch itself, detached if `stop_gradient`. For a view pair (i, j) the
-loss compares q_i with the target embedding k_j:
+online branch itself, detached if `stop_gradient`. `target_predictor` gives the
+momentum target an EMA copy of the predictor too, so both branches have the
+same heads: the study's S-MoCo v2+, which tests whether MoCo v2+'s gain comes
+from the asymmetry or from the deeper head. For a view pair (i, j) the loss
+compares q_i with the target embedding k_j:
 
 - negatives = queue: InfoNCE against a queue of past keys (MoCo); the keys
   k_j of the step are enqueued after the loss;
@@ -70,6 +73,7 @@ class SiameseConfig:
     temperature: float = 0.2
     symmetric: bool = False
     stop_gradient: bool = True
+    target_predictor: bool = False
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     momentum: MomentumConfig = field(default_factory=MomentumConfig)
@@ -81,6 +85,10 @@ class SiameseConfig:
             raise ValueError(f"temperature={self.temperature}: must be positive")
         if self.negatives == "queue" and self.queue_size < 1:
             raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
+        missing = [f"{part}.enabled=true" for part in ("predictor", "momentum") if not getattr(self, part).enabled]
+        if self.target_predictor and missing:
+            raise ValueError(f"target_predictor=true: the target's predictor is the EMA of the online one, so it "
+                             f"needs {' and '.join(missing)}")
 
 
 def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | None = None) -> Tensor:
@@ -120,6 +128,8 @@ class SiameseMethod(Method):
         if config.momentum.enabled:
             self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
             self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+            if config.target_predictor:
+                self.target_predictor = copy.deepcopy(self.predictor).requires_grad_(False)
         if config.negatives == "queue":
             self.queue = Queue(config.queue_size, out_dim)
 
@@ -144,7 +154,10 @@ class SiameseMethod(Method):
         if not self.config.momentum.enabled:
             return {j: projections[j].detach() if self.config.stop_gradient else projections[j] for j in needed}
         with torch.no_grad():
-            return {j: self.target_projector(self.target_backbone(views[j].images)) for j in needed}
+            keys = {j: self.target_projector(self.target_backbone(views[j].images)) for j in needed}
+            if self.config.target_predictor:
+                keys = {j: self.target_predictor(k) for j, k in keys.items()}
+            return keys
 
     def _pair_loss(self, query: Tensor, key: Tensor) -> Tensor:
         return pair_loss(self.config, query, key, self.queue if self.config.negatives == "queue" else None)
@@ -155,4 +168,6 @@ class SiameseMethod(Method):
         momentum = cosine_momentum(self.config.momentum.base, self.config.momentum.final, progress)
         ema_update(self.target_backbone, self.backbone, momentum)
         ema_update(self.target_projector, self.projector, momentum)
+        if self.config.target_predictor:
+            ema_update(self.target_predictor, self.predictor, momentum)
         return {"momentum": momentum}

@@ -7,7 +7,7 @@ from augbench.augment.recipes import AugmentConfig, build_recipe
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.methods import build_method
-from augbench.methods.losses import info_nce
+from augbench.methods.losses import info_nce, normalized_mse
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.taps import forward_to_stage
 from augbench.train.pretrain import load_config, pretrain, read_status
@@ -161,3 +161,28 @@ def test_two_pretraining_steps_per_hai_preset(preset, tmp_path):
     assert status["state"] == "finished" and status["steps"] == 2
     assert {f"train/loss_stage{s}" for s in (1, 2, 3, 4)} <= set(status["metrics"])
     assert run.encoder(torch.rand(2, 3, 32, 32)).shape == (2, run.encoder.out_dim)
+
+
+def test_a_target_predictor_per_stage_follows_its_online_predictor():
+    method, config = _method("hai_byol", "method.base_method.target_predictor=true")
+    assert len(method.target_predictors) == len(config.method.stages)
+    method.eval()  # BN on running statistics, so the stage loss below repeats the method's exactly
+    views = _views(config)
+    stage_loss, _ = method._stage_loss(1, config.method.stages[1], views[2:4])
+    with torch.no_grad():
+        pair = views[2:4]
+        vectors = [method._vector(view) for view in pair]
+        stage = config.method.stages[1]
+        q = [method.predictors[1](method.branches[1](forward_to_stage(method.backbone, v.images, stage), vec))
+             for v, vec in zip(pair, vectors)]
+        k = [method.target_predictors[1](
+            method.target_branches[1](forward_to_stage(method.target_backbone, v.images, stage), vec))
+            for v, vec in zip(pair, vectors)]
+    assert torch.allclose(stage_loss, (normalized_mse(q[0], k[1]) + normalized_mse(q[1], k[0])) / 2, atol=1e-6)
+    with torch.no_grad():
+        for p in method.predictors.parameters():
+            p.add_(1.0)
+    before = method.target_predictors[3][0].weight.clone()
+    method.update_target(0.0)
+    online = method.predictors[3][0].weight
+    assert torch.allclose(method.target_predictors[3][0].weight, before + 0.01 * (online - before), atol=1e-6)

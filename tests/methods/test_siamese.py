@@ -5,7 +5,9 @@ import torch
 
 from augbench.augment.views import View
 from augbench.config import shipped_config
+from augbench.errors import ConfigError
 from augbench.methods import build_method
+from augbench.methods.losses import info_nce, normalized_mse
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.train.pretrain import load_config
 
@@ -76,8 +78,6 @@ def test_moco_enqueues_the_keys_of_each_step():
 
 
 def test_symmetric_loss_is_the_mean_of_both_directions():
-    from augbench.methods.losses import info_nce
-
     method, config = _method("moco_v2", "method.symmetric=true")
     method.eval()  # BN on running statistics, so the forward passes below repeat exactly
     views = _views()
@@ -118,3 +118,35 @@ def test_two_views_are_required():
     method, _ = _method("moco_v2")
     with pytest.raises(ValueError, match="takes 2 views, got 3"):
         method(_views() + _views()[:1])
+
+
+def test_a_target_predictor_is_the_ema_of_the_online_predictor_and_shapes_every_key():
+    method, _ = _method("byol", "method.target_predictor=true")
+    assert all(torch.equal(t, o) for t, o in zip(method.target_predictor.parameters(), method.predictor.parameters()))
+    method.eval()  # BN on running statistics, so the passes below repeat the method's exactly
+    views = _views()
+    out = method(views)
+    with torch.no_grad():
+        q = [method.predictor(method.projector(method.backbone(v.images))) for v in views]
+        z = [method.target_projector(method.target_backbone(v.images)) for v in views]
+        k = [method.target_predictor(key) for key in z]
+    assert torch.allclose(out["loss"], (normalized_mse(q[0], k[1]) + normalized_mse(q[1], k[0])) / 2, atol=1e-6)
+    without = (normalized_mse(q[0], z[1]) + normalized_mse(q[1], z[0])) / 2
+    assert not torch.allclose(out["loss"], without, atol=1e-3)
+
+    method.train()
+    method(_views())["loss"].backward()
+    assert all(p.grad is None for p in method.target_predictor.parameters())
+    with torch.no_grad():
+        for p in method.predictor.parameters():
+            p.add_(1.0)
+    before = method.target_predictor[0].weight.clone()
+    method.update_target(progress=0.0)
+    online = method.predictor[0].weight
+    assert torch.allclose(method.target_predictor[0].weight, before + 0.01 * (online - before), atol=1e-6)
+
+
+@pytest.mark.parametrize(("preset", "missing"), [("moco_v2", "predictor"), ("simsiam", "momentum")])
+def test_a_target_predictor_needs_a_predictor_and_a_momentum_target(preset, missing):
+    with pytest.raises(ConfigError, match=f"target_predictor=true: .* needs {missing}.enabled=true$"):
+        _method(preset, "method.target_predictor=true")
