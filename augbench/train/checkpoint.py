@@ -10,7 +10,8 @@
   full disk during a write leaves the previous checkpoint valid; it loads with
   `safe_load`.
 - `rng_state()` / `restore_rng_state()` carry the Python, NumPy and torch
-  (CPU and CUDA) generators through a checkpoint as plain tensors.
+  (CPU and the current CUDA device's) generators through a checkpoint as
+  plain tensors.
 """
 
 from __future__ import annotations
@@ -101,7 +102,11 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # The generator of this process's own device only: rank 0 writes the checkpoint and every rank reads it,
+        # and rank 0's copies of the other devices' generators were never drawn from, so restoring them all would
+        # send ranks > 0 back to their first dropout masks. Ranks are seeded alike, so rank 0's device state is
+        # what each rank's own device had reached.
+        state["cuda_device"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -112,5 +117,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     keys = numpy["keys"].numpy().astype(np.uint32)
     np.random.set_state((numpy["kind"], keys, numpy["pos"], numpy["has_gauss"], numpy["gauss"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if not torch.cuda.is_available():
+        return
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"])
+    elif "cuda" in state:  # an earlier version's checkpoint: every device's generator
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -26,7 +26,7 @@ class PretrainModule(L.LightningModule):
     dimensions of the per-dimension std of the L2-normalised embeddings; about
     1/√D when healthy, 0 when every image maps to one point) falls below it,
     training warns once and logs `train/collapsed` = 1 for each such step.
-    Checkpoints carry the global RNG states (Python, NumPy, torch) of rank 0.
+    Checkpoints carry the global RNG states (Python, NumPy, torch, its CUDA device's) of rank 0.
     """
 
     def __init__(self, method: Method, recipe: Recipe, optim: OptimConfig, batch_size: int, steps_per_epoch: int,

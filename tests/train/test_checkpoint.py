@@ -125,6 +125,22 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
     assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
 
 
+def test_each_rank_restores_only_its_own_cuda_generator(monkeypatch):
+    """Two GPUs, one per rank, emulated at torch.cuda's state functions (no GPU here): rank 0 saves, rank 1
+    resumes. Rank 1's device gets the state rank 0's device had reached, and no other generator is touched."""
+    generators = {0: torch.tensor([10], dtype=torch.uint8), 1: torch.tensor([0], dtype=torch.uint8)}
+    current = {"device": 0}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": generators[current["device"]].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda state, device="cuda": generators.__setitem__(current["device"], state.clone()))
+    saved = rng_state()
+    generators[0] = torch.tensor([11], dtype=torch.uint8)  # rank 0 draws on after the save
+    current["device"] = 1
+    restore_rng_state(saved)
+    assert generators == {0: torch.tensor([11], dtype=torch.uint8), 1: torch.tensor([10], dtype=torch.uint8)}
+
+
 def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(tmp_path):
     config = _config(tmp_path, "diverged", "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=2")
 
