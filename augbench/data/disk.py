@@ -148,7 +148,19 @@ class PetsConfig(DiskConfig):
 
 @dataclass
 class Caltech101Config(DiskConfig):
+    """Caltech-101 has no official split. `train_per_class`: that many seeded images of each class form train
+    (val is then carved from them by `val_fraction`) and the rest test, as in Kornblith et al. (2019), who take
+    30; 0 carves `val_fraction` / `test_fraction` of every class instead. `background`: keep
+    BACKGROUND_Google as a class (the last), which their 102 classes and 3,060 / 6,084 split count."""
+
     name: str = "caltech101"
+    train_per_class: int = 0
+    background: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.train_per_class < 0:
+            raise ValueError(f"train_per_class={self.train_per_class}: must be 0 (carve by fraction) or more")
 
 
 @dataclass
@@ -428,7 +440,7 @@ def _list_pets(config: DiskConfig) -> _Listing:
     return _Listing(splits, classes)
 
 
-def _list_caltech101(config: DiskConfig) -> _Listing:
+def _list_caltech101(config: Caltech101Config) -> _Listing:
     layout = "caltech101/101_ObjectCategories/{CLASS/image_NNNN.jpg, BACKGROUND_Google/}"
     root = _root(config, "caltech101", layout)
     _require(root, ["caltech101/101_ObjectCategories/BACKGROUND_Google"], config, layout)
@@ -436,8 +448,31 @@ def _list_caltech101(config: DiskConfig) -> _Listing:
     images = Path(caltech.root) / "101_ObjectCategories"
     files = [images / caltech.categories[label] / f"image_{number:04d}.jpg"
              for label, number in zip(caltech.y, caltech.index)]
-    samples = _Samples({"class": np.asarray(caltech.y, dtype=np.int64)}, files=files)
-    return _Listing({"train": samples}, {"class": list(caltech.categories)})
+    labels, classes = list(caltech.y), list(caltech.categories)
+    if config.background:  # torchvision's Caltech101 leaves this folder out
+        background = sorted((images / "BACKGROUND_Google").glob("image_*.jpg"))
+        files += background
+        labels += [len(classes)] * len(background)
+        classes.append("BACKGROUND_Google")
+    samples = _Samples({"class": np.asarray(labels, dtype=np.int64)}, files=files)
+    if not config.train_per_class:
+        return _Listing({"train": samples}, {"class": classes})
+    return _Listing(dict(zip(("train", "test"), _per_class_split(samples, config, classes))), {"class": classes})
+
+
+def _per_class_split(samples: _Samples, config: Caltech101Config, classes: list[str]) -> tuple[_Samples, _Samples]:
+    """(train, test): `config.train_per_class` seeded images of each class, and the rest."""
+    labels = samples.labels["class"]
+    generator = np.random.default_rng(config.seed)
+    train = []
+    for label, name in enumerate(classes):
+        members = np.flatnonzero(labels == label)
+        if len(members) <= config.train_per_class:
+            raise DataError(f"data.path={config.path}: caltech101 class {name!r} has {len(members)} images, too few "
+                            f"for data.train_per_class={config.train_per_class} and a test image")
+        train.append(generator.choice(members, config.train_per_class, replace=False))
+    train_indices = np.sort(np.concatenate(train))
+    return samples.take(train_indices), samples.take(np.setdiff1d(np.arange(len(samples)), train_indices))
 
 
 def _list_eurosat(config: DiskConfig) -> _Listing:

@@ -129,13 +129,13 @@ def write_pets(root):
     return {"train+val": 9, "test": 6}
 
 
-def write_caltech(root):
+def write_caltech(root, images=10):
+    """Three classes and the background folder (the palette's fourth colour), `images` of each."""
     folder = root / "caltech101" / "101_ObjectCategories"
-    for label, name in enumerate(["accordion", "airplanes", "anchor"]):
-        for index in range(1, 11):
+    for label, name in enumerate(["accordion", "airplanes", "anchor", "BACKGROUND_Google"]):
+        for index in range(1, images + 1):
             solid_image(folder / name / f"image_{index:04d}.jpg", PALETTE[label])
-    (folder / "BACKGROUND_Google").mkdir()
-    return {"all": 30}
+    return {"all": 3 * images}
 
 
 def write_eurosat(root):
@@ -152,5 +152,6 @@ def write_transfer_root(root):
     write_cifar100(root)
     write_stl10(root)
     write_flowers(root, images=80)
-    for write in (write_dtd, write_pets, write_caltech, write_eurosat):
+    write_caltech(root, images=33)  # Kornblith's 30 train images per class, and 3 to test
+    for write in (write_dtd, write_pets, write_eurosat):
         write(root)

@@ -248,6 +248,32 @@ def test_file_datasets_in_their_native_layout(tmp_path, config_type, write, clas
         assert sizes == counts
 
 
+def test_caltech101_takes_a_fixed_number_of_images_per_class_and_can_keep_the_background(tmp_path):
+    write_caltech(tmp_path, images=12)
+
+    def split(seed=0):
+        config = Caltech101Config(path=str(tmp_path), image_size=8, train_per_class=5, background=True,
+                                  val_fraction=0.2, seed=seed, lazy=True)
+        return _load_all(config)
+
+    splits = split()
+    assert splits["train"].classes["class"] == ["accordion", "airplanes", "anchor", "BACKGROUND_Google"]
+    train_and_val = torch.cat([splits["train"].labels["class"], splits["val"].labels["class"]])
+    assert torch.bincount(train_and_val).tolist() == [5, 5, 5, 5]
+    assert torch.bincount(splits["test"].labels["class"]).tolist() == [7, 7, 7, 7]
+    files = [set(dataset.files) for dataset in splits.values()]
+    assert len(set.union(*files)) == sum(map(len, files)) == 48
+    for dataset in splits.values():
+        assert np.array_equal(_class_of(dataset.images), dataset.labels["class"].numpy())
+    assert split()["test"].files == splits["test"].files and split(seed=1)["test"].files != splits["test"].files
+
+
+def test_caltech101_with_too_few_images_for_train_per_class_names_the_class(tmp_path):
+    write_caltech(tmp_path, images=5)
+    with pytest.raises(DataError, match=r"class 'accordion' has 5 images, too few for data.train_per_class=5"):
+        load_from_disk(Caltech101Config(path=str(tmp_path), train_per_class=5), "train")
+
+
 def test_pets_species_label(tmp_path):
     write_pets(tmp_path)
     test = load_from_disk(PetsConfig(path=str(tmp_path), image_size=8), "test")

@@ -36,6 +36,8 @@ def test_every_task_reads_its_dataset_under_the_root_and_is_scored_by_its_metric
         dataset = json.loads(row.dataset)
         assert dataset["path"] == str(tmp_path) and dataset["image_size"] == 16, row.task
         assert row.n_test > 0 and 0 <= row.value <= 100, row.task
+        if row.task == "caltech101":  # 30 images of each of 3 classes and the background, the other 3 to test
+            assert (row.n_train + row.n_val, row.n_val, row.n_test) == (4 * 30, 4 * 6, 4 * 3)
         if row.task in SHOTS:  # K images of each of the 4 classes, and no refit on val
             assert row.n_train == 4 * SHOTS[row.task], row.task
             assert row.protocol == "knn" or json.loads(row.budget)["train_images"] == row.n_train
