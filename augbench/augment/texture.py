@@ -21,7 +21,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from augbench.augment.ops import Op, Params, _bernoulli, _on, _uniform
-from augbench.data.shapes_world import PHOTO_TEXTURES, _grey_stack
+from augbench.data.shapes_world import PHOTO_TEXTURES, grey_photo_stack
 
 # The texture photographs are resampled once to this multiple of the image side, so a crop of a quarter of
 # the photograph or more is never upsampled.
@@ -52,7 +52,7 @@ class Texture(Op):
         if not len(rows):
             return images
         height, width = images.shape[-2:]
-        stack = _grey_stack(PHOTO_TEXTURES, _STACK_SCALE * max(height, width)).to(images.device, images.dtype)
+        stack = grey_photo_stack(PHOTO_TEXTURES, _STACK_SCALE * max(height, width)).to(images.device, images.dtype)
         source = params["texture"][rows, None].to(images.dtype)
         rois = torch.cat([source, params["box"][rows].to(images.dtype) * stack.shape[-1]], dim=1)
         pattern = roi_align(stack, rois, output_size=(height, width), aligned=True)  # (R, 1, H, W)

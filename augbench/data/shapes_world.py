@@ -288,7 +288,7 @@ def _texture_patterns(config: ShapesWorldConfig, f: dict[str, np.ndarray]) -> to
 
     rows = np.flatnonzero(np.isin(kinds, PHOTO_TEXTURES))
     if len(rows):
-        stack = _grey_stack(PHOTO_TEXTURES, 4 * size)
+        stack = grey_photo_stack(PHOTO_TEXTURES, 4 * size)
         source = np.array([PHOTO_TEXTURES.index(k) for k in kinds[rows]])
         crops = _crop(stack, source, f["texture_box"][rows], size)
         low, high = crops.amin((1, 2, 3), keepdim=True), crops.amax((1, 2, 3), keepdim=True)
@@ -344,7 +344,9 @@ def _photo_stack(names: tuple[str, ...], resolution: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _grey_stack(names: tuple[str, ...], resolution: int) -> torch.Tensor:
+def grey_photo_stack(names: tuple[str, ...], resolution: int) -> torch.Tensor:
+    """(len(names), 1, resolution, resolution) floats in [0, 1]: the bundled greyscale photos `names` (scikit-image
+    data), each centre-cropped square; cached, as Shapes World's textures and the texture augmentation reuse them."""
     return torch.stack([_square(getattr(skimage.data, name)()[..., None], resolution) for name in names])
 
 
