@@ -22,9 +22,12 @@ renamed, and read with `torch.load(weights_only=True)` (see checkpoint.py).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,10 +275,11 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
         )
         if config.monitor.label is not None:
             callbacks = [*callbacks, KNNMonitor(config.monitor, dataset, load_split(config.data, "val"), config.seed)]
-        trainer = _build_trainer(config, run_dir, callbacks)
         data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
         try:
-            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+            with _quiet_lightning():
+                trainer = _build_trainer(config, run_dir, callbacks)
+                trainer.fit(module, datamodule=data, ckpt_path=resume_from)
         except DivergedError as error:
             last = run_dir / "checkpoints" / "last.ckpt"
             raise DivergedError(error.step, error.loss, str(last) if last.is_file() else None) from None
@@ -304,6 +308,39 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if native else "32-true"
 
 
+# Lightning's messages about its own internals, its advertising, and a choice augbench makes on purpose (the module,
+# not the data module, augments batches on the device): none asks anything of the user, and they bury the run's own.
+_LIGHTNING_NOISE = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
+)
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("💡 Tip:")
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_not_a_tip)
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in _LIGHTNING_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+class _ProgressBar(RichProgressBar):
+    """Rich's bar without `v_num`: a run's logs live in fixed folders (logs/csv, logs/tensorboard), not versions."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
 def _build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
     settings = config.trainer
     callbacks = [
@@ -329,7 +366,7 @@ def _build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Seque
             enable_version_counter=False,
         ))
     if settings.progress_bar:
-        callbacks.append(RichProgressBar())
+        callbacks.append(_ProgressBar())
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=settings.max_epochs,

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 import torch
@@ -102,3 +103,13 @@ def test_auto_precision_takes_bf16_only_on_a_cpu_with_bf16_units(monkeypatch, av
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("32-true", "cpu") == "32-true"
     assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+
+
+def test_lightning_messages_that_ask_nothing_of_the_user_are_left_out(tmp_path, capfd):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pretrain(_config("moco_v2", tmp_path, "trainer.progress_bar=true"))
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "LeafSpec" in m or "on_after_batch_transfer" in m]
+    printed = "".join(capfd.readouterr())
+    assert "train/loss" in printed and "Tip:" not in printed and "v_num" not in printed
