@@ -48,7 +48,6 @@ from augbench.analysis.store import DATABASE_FILE, UNCATEGORISED, ResultsStore, 
 from augbench.config import (
     COMMAND_LINE,
     Source,
-    changed_keys,
     compose,
     parse_overrides,
     read_sources,
@@ -59,7 +58,7 @@ from augbench.data import dataset_config_type
 from augbench.errors import ConfigError
 from augbench.methods import method_config_type
 from augbench.models.io import ENCODER_FILE
-from augbench.train.pretrain import CONFIG_FILE, PretrainConfig, pretrain, read_status
+from augbench.train.pretrain import CONFIG_FILE, PretrainConfig, config_changes, pretrain, read_status
 
 
 @dataclass
@@ -262,8 +261,7 @@ def _check_existing_run(run: PretrainConfig) -> None:
     stored = run.run_dir / CONFIG_FILE
     if not stored.is_file():
         return
-    changed = changed_keys(OmegaConf.to_container(OmegaConf.load(stored)),
-                            OmegaConf.to_container(OmegaConf.create(to_yaml(run))))
+    changed = config_changes(stored, run)
     if changed:
         raise ConfigError(f"{stored}: this grid's run {run.name} has another config here (differs at {changed}); "
                           "use another output_dir for the changed grid")

@@ -184,6 +184,25 @@ def _mark(run_dir: Path, state: str, **info) -> None:
     _write_atomic(run_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
 
 
+# Keys that change what a run shows, not what it trains: a resumed run may change them.
+DISPLAY_KEYS = ("trainer.progress_bar",)
+
+
+def config_changes(stored: Path, config: PretrainConfig) -> list[str]:
+    """The keys at which `config` differs from the run config stored in the file `stored`, display keys aside.
+
+    The stored file is read through today's config classes, so a key added to
+    augbench since that run started takes its default on both sides instead
+    of counting as a change that would refuse the resume.
+    """
+    try:
+        previous, _ = load_config(stored)
+    except ConfigError as error:
+        return [f"(it no longer loads: {error})"]
+    as_dict = [OmegaConf.to_container(OmegaConf.create(to_yaml(c))) for c in (previous, config)]
+    return [key for key in changed_keys(*as_dict) if not key.startswith(DISPLAY_KEYS)]
+
+
 def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
     """Create or reopen the run directory; return the checkpoint to resume from, if any."""
     run_dir = config.run_dir
@@ -195,13 +214,13 @@ def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
         )
     last = run_dir / "checkpoints" / "last.ckpt"
     if (run_dir / CONFIG_FILE).is_file() and last.is_file():
-        stored = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
-        changed = changed_keys(stored, OmegaConf.to_container(OmegaConf.create(config_yaml)))
+        changed = config_changes(run_dir / CONFIG_FILE, config)
         if changed:
             raise ConfigError(
                 f"{run_dir / CONFIG_FILE}: an unfinished run with another config is here (differs at {changed}); "
                 "choose another name= to start afresh"
             )
+        rank_zero_only(_write_atomic)(run_dir / CONFIG_FILE, config_yaml)  # with today's keys and display settings
         return last
     run_dir.mkdir(parents=True, exist_ok=True)
     rank_zero_only(_write_atomic)(run_dir / CONFIG_FILE, config_yaml)

@@ -3,6 +3,7 @@ import warnings
 
 import pytest
 import torch
+import yaml
 
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
@@ -84,6 +85,22 @@ def test_an_unfinished_run_resumes_from_its_last_checkpoint(tmp_path):
     resumed = pretrain(first)
     assert read_status(resumed.directory)["resumed_from"].endswith("last.ckpt")
     assert read_status(resumed.directory)["state"] == "finished"
+
+
+def test_a_run_started_before_a_key_was_added_resumes_and_the_progress_bar_may_change(tmp_path):
+    first = _config("moco_v2", tmp_path, "trainer.max_steps=-1", "trainer.max_epochs=1")
+    pretrain(first)
+    status = read_status(first.run_dir)
+    status["state"] = "failed"
+    (first.run_dir / "status.json").write_text(json.dumps(status))
+    stored = yaml.safe_load((first.run_dir / "config.yaml").read_text())
+    del stored["method"]["target_predictor"], stored["monitor"]  # as an earlier augbench wrote it
+    (first.run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    resumed = pretrain(_config("moco_v2", tmp_path, "trainer.max_steps=-1", "trainer.max_epochs=1",
+                               "trainer.progress_bar=true"))
+    assert read_status(resumed.directory)["resumed_from"].endswith("last.ckpt")
+    rewritten = yaml.safe_load((first.run_dir / "config.yaml").read_text())
+    assert rewritten["trainer"]["progress_bar"] and "target_predictor" in rewritten["method"]
 
 
 def test_a_failing_run_is_marked_failed_with_its_error(tmp_path):
