@@ -21,10 +21,12 @@ renamed, and read with `torch.load(weights_only=True)` (see checkpoint.py).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +37,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -114,6 +117,27 @@ class TrainerConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases logging beside the CSV and TensorBoard logs (`pip install 'augbench[wandb]'`).
+
+    The W&B run is named after the run and carries its whole config; its id is
+    kept in `logs/wandb_run_id`, so a resumed run goes on logging into the same
+    W&B run. `offline`: write it under `logs/wandb/` without network or
+    account, for `wandb sync` later.
+    """
+
+    enabled: bool = False
+    project: str = "augbench"
+    entity: str | None = None
+    offline: bool = False
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.enabled and importlib.util.find_spec("wandb") is None:
+            raise ValueError("enabled=true: the wandb package is not installed; pip install 'augbench[wandb]'")
+
+
+@dataclass
 class PretrainConfig:
     name: str = "pretrain"
     seed: int = 0
@@ -125,6 +149,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self):
         # Checked here, before data and models are built, not at the first training step or epoch end.
@@ -185,7 +210,7 @@ def _mark(run_dir: Path, state: str, **info) -> None:
 
 
 # Keys that change what a run shows, not what it trains: a resumed run may change them.
-DISPLAY_KEYS = ("trainer.progress_bar",)
+DISPLAY_KEYS = ("trainer.progress_bar", "wandb.")
 
 
 def config_changes(stored: Path, config: PretrainConfig) -> list[str]:
@@ -295,13 +320,16 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
         if config.monitor.label is not None:
             callbacks = [*callbacks, KNNMonitor(config.monitor, dataset, load_split(config.data, "val"), config.seed)]
         data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
-        try:
-            with _quiet_lightning():
-                trainer = _build_trainer(config, run_dir, callbacks)
+        with _quiet_lightning():
+            trainer = _build_trainer(config, run_dir, callbacks)
+            try:
                 trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-        except DivergedError as error:
-            last = run_dir / "checkpoints" / "last.ckpt"
-            raise DivergedError(error.step, error.loss, str(last) if last.is_file() else None) from None
+            except DivergedError as error:
+                last = run_dir / "checkpoints" / "last.ckpt"
+                raise DivergedError(error.step, error.loss, str(last) if last.is_file() else None) from None
+            finally:
+                if config.wandb.enabled:
+                    _finish_wandb(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         encoder = method.encoder().eval()
         if trainer.is_global_zero:
@@ -360,6 +388,40 @@ class _ProgressBar(RichProgressBar):
         return metrics
 
 
+def _loggers(config: PretrainConfig, run_dir: Path) -> list[Logger]:
+    loggers = [
+        CSVLogger(run_dir, name="logs", version="csv"),
+        TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False),
+    ]
+    settings = config.wandb
+    if settings.enabled:
+        loggers.append(WandbLogger(
+            project=settings.project, entity=settings.entity, name=config.name, tags=list(settings.tags),
+            offline=settings.offline, save_dir=str(run_dir / "logs"), id=_wandb_run_id(run_dir), resume="allow",
+            config=OmegaConf.to_container(OmegaConf.create(to_yaml(config))),
+        ))
+    return loggers
+
+
+def _finish_wandb(trainer: L.Trainer) -> None:
+    """Close this process's W&B run, so the next run of the process (a benchmark grid's next cell) starts its own."""
+    import wandb  # only with wandb.enabled, whose config check found the package
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=0 if trainer.state.status == TrainerStatus.FINISHED else 1)
+
+
+def _wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run: made on its first start, read back on every resume."""
+    path = run_dir / "logs" / "wandb_run_id"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rank_zero_only(_write_atomic)(path, run_id + "\n")  # other ranks never log, so their id is not used
+    return run_id
+
+
 def _build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
     settings = config.trainer
     callbacks = [
@@ -400,10 +462,7 @@ def _build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Seque
         precision=resolve_precision(settings.precision, settings.accelerator),
         deterministic=settings.deterministic,
         log_every_n_steps=settings.log_every_n_steps,
-        logger=[
-            CSVLogger(run_dir, name="logs", version="csv"),
-            TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False),
-        ],
+        logger=_loggers(config, run_dir),
         callbacks=[*callbacks, *extra_callbacks],
         enable_progress_bar=settings.progress_bar,
         enable_model_summary=False,

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import warnings
 
@@ -130,3 +131,36 @@ def test_lightning_messages_that_ask_nothing_of_the_user_are_left_out(tmp_path, 
     assert not [m for m in messages if "LeafSpec" in m or "on_after_batch_transfer" in m]
     printed = "".join(capfd.readouterr())
     assert "train/loss" in printed and "Tip:" not in printed and "v_num" not in printed
+
+
+def test_wandb_logs_the_run_offline_and_a_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")  # the test extra installs it
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = _config("moco_v2", tmp_path, "wandb.enabled=true", "wandb.offline=true", "wandb.tags=[smoke]",
+                     "trainer.max_steps=-1", "trainer.max_epochs=1")
+    pretrain(config)
+    assert wandb.run is None  # finished, so the process's next run starts its own
+    run_id = (config.run_dir / "logs" / "wandb_run_id").read_text().strip()
+    [written] = (config.run_dir / "logs" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+    log = written.read_bytes()
+    assert b"train/loss" in log and b"queue_size" in log and b"smoke" in log  # a metric, the config, the tag
+
+    status = read_status(config.run_dir)
+    status["state"] = "failed"
+    (config.run_dir / "status.json").write_text(json.dumps(status))
+    resumed = _config("moco_v2", tmp_path, "wandb.enabled=true", "wandb.offline=true", "trainer.max_steps=-1",
+                      "trainer.max_epochs=2")
+    with pytest.raises(ConfigError, match=r"differs at \['trainer.max_epochs'\]"):  # W&B settings are no change
+        pretrain(resumed)
+    pretrain(_config("moco_v2", tmp_path, "wandb.enabled=true", "wandb.offline=true", "trainer.max_steps=-1",
+                     "trainer.max_epochs=1"))
+    assert (config.run_dir / "logs" / "wandb_run_id").read_text().strip() == run_id
+    started = sorted((config.run_dir / "logs" / "wandb").glob("offline-run-*"))  # one per start, seconds apart
+    assert len(started) == 2 and all(path.name.endswith(f"-{run_id}") for path in started)
+
+
+def test_wandb_without_its_package_is_refused_at_config_load(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"wandb: enabled=true: the wandb package is not installed"):
+        load_config(shipped_config("methods/moco_v2.yaml"), ["wandb.enabled=true"])
