@@ -10,9 +10,11 @@ from augbench.augment.views import View
 class Method(nn.Module):
     """A self-supervised objective over a backbone.
 
-    `forward(views)` returns a dict with the scalar `loss` to minimise and
-    named detached logs. `update_target(progress)` runs after each optimiser
-    step, with `progress` in [0, 1] the fraction of training done.
+    `forward(views)` returns a dict with the scalar `loss` to minimise, named
+    detached logs, and `features`: the detached `encoder()` features (B, D)
+    of the first view, which the online linear probe reads (not logged).
+    `update_target(progress)` runs after each optimiser step, with `progress`
+    in [0, 1] the fraction of training done.
     `encoder()` is the module downstream tasks read: images in [0, 1] (B, 3,
     H, W) → features (B, D).
     """

@@ -113,7 +113,10 @@ class StageBranch(nn.Module):
         self.head, self.embedder, self.projector = head, embedder, projector
 
     def forward(self, feature_map: Tensor, augmentation: Tensor) -> Tensor:
-        feature = self.head(feature_map)  # (B, backbone width)
+        return self.project(self.head(feature_map), augmentation)
+
+    def project(self, feature: Tensor, augmentation: Tensor) -> Tensor:
+        """The head's vector (B, backbone width) and the augmentation vector → projection (B, D)."""
         if self.embedder is not None:
             feature = torch.cat([feature, self.embedder(augmentation.to(feature.dtype))], dim=1)
         return self.projector(feature)
@@ -155,20 +158,25 @@ class HAIMethod(Method):
                              "set augment.recipe=method")
         total, logs, similarities = 0.0, {}, []
         for index, (stage, weight) in enumerate(zip(stages, self.config.loss_weights)):
-            stage_loss, similarity = self._stage_loss(index, stage, views[2 * index : 2 * index + 2])
+            stage_loss, similarity, features = self._stage_loss(index, stage, views[2 * index : 2 * index + 2])
             total = total + weight * stage_loss
             logs[f"loss_stage{stage}"] = stage_loss.detach()
             similarities.append(similarity)
-        return {"loss": total, **logs, "positive_similarity": torch.stack(similarities).mean()}
+        out = {"loss": total, **logs, "positive_similarity": torch.stack(similarities).mean()}
+        if stages[-1] == NUM_STAGES:  # the last stage's pooled map is the encoder's output
+            out["features"] = features
+        return out
 
-    def _stage_loss(self, index: int, stage: int, pair: list[View]) -> tuple[Tensor, Tensor]:
+    def _stage_loss(self, index: int, stage: int, pair: list[View]) -> tuple[Tensor, Tensor, Tensor]:
+        """The stage's loss, the mean positive similarity, and its head's detached vectors of the first view."""
         base = self.config.base_method
         directions = [(0, 1), (1, 0)] if base.symmetric else [(0, 1)]
         vectors = [self._vector(view) for view in pair]
         branch, predictor = self.branches[index], self.predictors[index]
         needed = {j for _, j in directions}
-        projections = {i: branch(forward_to_stage(self.backbone, pair[i].images, stage), vectors[i])
-                       for i in online_views(directions, base.momentum.enabled)}
+        heads = {i: branch.head(forward_to_stage(self.backbone, pair[i].images, stage))
+                 for i in online_views(directions, base.momentum.enabled)}
+        projections = {i: branch.project(h, vectors[i]) for i, h in heads.items()}
         queries = {i: predictor(z) for i, z in projections.items()}
         if base.momentum.enabled:
             with torch.no_grad():
@@ -184,7 +192,7 @@ class HAIMethod(Method):
             self.queues[index].push(gather_no_grad(torch.cat([keys[j] for _, j in directions])))
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in directions]).mean()
-        return torch.stack(losses).mean(), similarity
+        return torch.stack(losses).mean(), similarity, heads[0].detach()
 
     def _vector(self, view: View) -> Tensor:
         if not self.config.embedding.stages:  # no stage embeds, so views need not record the parameters

@@ -215,7 +215,9 @@ class LooCMethod(Method):
             similarity = torch.stack([F.cosine_similarity(queries[s], keys[s][:, s]).mean() for s in range(spaces)])
             spread = F.normalize(queries[0], dim=1).std(dim=0).mean()
         logs = {f"loss_z{s}": losses[s].detach() for s in range(spaces)}
-        return {"loss": loss, "positive_similarity": similarity.mean(), "embedding_std": spread, **logs}
+        features = torch.cat(query_features, dim=1) if self.config.representation == "looc++" else query_features[0]
+        return {"loss": loss, "positive_similarity": similarity.mean(), "embedding_std": spread, **logs,
+                "features": features.detach()}
 
     @torch.no_grad()
     def _key_embeddings(self, key_views: list[View]) -> list[Tensor]:

@@ -138,7 +138,8 @@ class SiameseMethod(Method):
             raise ValueError(f"{type(self).__name__} takes 2 views, got {len(views)}; check augment.recipe")
         pairs = [(0, 1), (1, 0)] if self.config.symmetric else [(0, 1)]
         online = online_views(pairs, self.config.momentum.enabled)
-        projections = {i: self.projector(self.backbone(views[i].images)) for i in online}  # (B, D) each
+        features = {i: self.backbone(views[i].images) for i in online}
+        projections = {i: self.projector(f) for i, f in features.items()}  # (B, D) each
         queries = {i: self.predictor(z) for i, z in projections.items()}
         keys = self._target_embeddings(views, projections, {j for _, j in pairs})
         losses = [self._pair_loss(queries[i], keys[j]) for i, j in pairs]
@@ -147,7 +148,8 @@ class SiameseMethod(Method):
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in pairs]).mean()
             spread = F.normalize(projections[0], dim=1).std(dim=0).mean()
-        return {"loss": torch.stack(losses).mean(), "positive_similarity": similarity, "embedding_std": spread}
+        return {"loss": torch.stack(losses).mean(), "positive_similarity": similarity, "embedding_std": spread,
+                "features": features[0].detach()}
 
     def _target_embeddings(self, views: list[View], projections: dict[int, Tensor], needed: set[int]
                            ) -> dict[int, Tensor]:

@@ -133,7 +133,7 @@ class SwAVMethod(Method):
         if len(views) != total:
             raise ValueError(f"SwAV takes num_crops={self.config.num_crops} ({total}) views, got {len(views)}; "
                              "set augment.recipe=method")
-        embeddings = self._embed(views)  # (B, D) per crop, unit norm
+        embeddings, features = self._embed(views)  # (B, D) per crop, unit norm; the first crop's backbone features
         weight = self.prototypes.weight  # (K, D)
         if int(self.step) < self.config.freeze_prototypes_steps:
             # Zero gradient rather than detaching: under DDP every parameter must take part in the loss.
@@ -149,16 +149,22 @@ class SwAVMethod(Method):
             "loss": torch.stack(losses).mean(),
             "prototype_usage": torch.tensor(sum(usage) / len(usage)),
             "prototypes_frozen": torch.tensor(float(int(self.step) < self.config.freeze_prototypes_steps)),
+            "features": features,
         }
 
-    def _embed(self, views: list[View]) -> list[Tensor]:
-        """Crops of one size go through the backbone together, as SwAV batches them by resolution."""
+    def _embed(self, views: list[View]) -> tuple[list[Tensor], Tensor]:
+        """Each crop's embedding, and the first crop's detached backbone features; crops of one size go through the
+        backbone together, as SwAV batches them by resolution."""
         embeddings: list[Tensor] = []
+        first_features = None
         for _, group in itertools.groupby(views, key=lambda view: view.images.shape[-2:]):
             images = [view.images for view in group]
-            z = F.normalize(self.projector(self.backbone(torch.cat(images))), dim=1)
+            features = self.backbone(torch.cat(images))
+            if first_features is None:
+                first_features = features[: len(images[0])].detach()
+            z = F.normalize(self.projector(features), dim=1)
             embeddings += list(z.split([len(batch) for batch in images]))
-        return embeddings
+        return embeddings, first_features
 
     @torch.no_grad()
     def _codes(self, slot: int, scores: Tensor, embeddings: Tensor) -> Tensor:

@@ -6,6 +6,8 @@ import warnings
 
 import lightning as L
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from augbench.augment.views import Recipe, to_float
 from augbench.errors import DivergedError
@@ -27,16 +29,23 @@ class PretrainModule(L.LightningModule):
     1/√D when healthy, 0 when every image maps to one point) falls below it,
     training warns once and logs `train/collapsed` = 1 for each such step.
     Checkpoints carry the global RNG states (Python, NumPy, torch, its CUDA device's) of rank 0.
+
+    `online_classifier` (optional) learns the label `online_label` from the
+    method's detached `features` at `online_lr` (see `augbench.train.monitor`);
+    its loss joins the method's in one backward pass, and since the features
+    are detached its gradients reach no weight of the method.
     """
 
     def __init__(self, method: Method, recipe: Recipe, optim: OptimConfig, batch_size: int, steps_per_epoch: int,
-                 seed: int, channels_last: bool = True, collapse_threshold: float = 0.0):
+                 seed: int, channels_last: bool = True, collapse_threshold: float = 0.0,
+                 online_classifier: nn.Linear | None = None, online_label: str = "", online_lr: float = 0.1):
         super().__init__()
         self.method, self.recipe, self.optim = method, recipe, optim
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.seed, self.channels_last = seed, channels_last
         self.collapse_threshold = collapse_threshold
         self._warned_collapse = False
+        self.online_classifier, self.online_label, self.online_lr = online_classifier, online_label, online_lr
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
 
@@ -52,6 +61,7 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.method(batch["views"])
+        features = out.pop("features", None)
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise DivergedError(self.global_step, loss.item())
@@ -60,6 +70,20 @@ class PretrainModule(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in out.items() if k != "loss"}, batch_size=size)
         if "embedding_std" in out:
             self._check_collapse(float(out["embedding_std"]), size)
+        if self.online_classifier is not None:
+            loss = loss + self._online_linear_loss(features, batch["labels"][self.online_label], size)
+        return loss
+
+    def _online_linear_loss(self, features: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+        logits = self.online_classifier(features)
+        labelled = targets >= 0  # STL-10's unlabelled images carry -1
+        if not labelled.any():
+            return logits.sum() * 0.0  # no label in this batch; under DDP every parameter must still take part
+        logits, targets = logits[labelled], targets[labelled]
+        loss = F.cross_entropy(logits, targets)
+        accuracy = (logits.argmax(dim=1) == targets).float().mean() * 100
+        self.log_dict({"train/online_linear_loss": loss.detach(), "train/online_linear_acc": accuracy},
+                      batch_size=batch_size)
         return loss
 
     def _check_collapse(self, embedding_std: float, batch_size: int) -> None:
@@ -93,6 +117,10 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.method, self.optim, self.batch_size)
+        if self.online_classifier is not None:
+            # No weight decay, which under LARS also means no trust ratio: a plain (momentum) step at its own rate.
+            optimizer.add_param_group({"params": list(self.online_classifier.parameters()), "lr": self.online_lr,
+                                       "weight_decay": 0.0})
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = build_scheduler(optimizer, self.optim, self.steps_per_epoch, total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

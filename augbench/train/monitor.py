@@ -1,15 +1,22 @@
-"""kNN accuracy of the encoder while it pretrains: the running check lightly's benchmarks and solo-learn log.
+"""How well the encoder reads a class label while it pretrains: the running checks lightly's benchmarks and
+solo-learn log.
 
-Every `every_n_epochs` epochs the encoder, in eval mode (BatchNorm on its
-running statistics, which stay as they are), embeds a fixed, seeded sample
-of labelled training images as the bank and of validation images as the
-queries; the weighted kNN of the evaluation protocol (`augbench.evaluate.
+kNN: every `every_n_epochs` epochs the encoder, in eval mode (BatchNorm on
+its running statistics, which stay as they are), embeds a fixed, seeded
+sample of labelled training images as the bank and of validation images as
+the queries; the weighted kNN of the evaluation protocol (`augbench.evaluate.
 protocols.knn_predict`) classifies the queries, and the top-1 accuracy is
-logged as `monitor/knn_<label>` to the CSV and TensorBoard logs and the
-progress bar. It reads no global RNG and changes no weight, so a run with
+logged as `monitor/knn_<label>` to the CSV, TensorBoard (and W&B) logs and
+the progress bar. It reads no global RNG and changes no weight, so a run with
 the monitor trains exactly as one without it.
-"""
 
+Online linear (`online_linear`, solo-learn's online classifier): a linear
+layer of the training module learns the label from the detached features of
+each step's first view (`train/online_linear_loss`, `train/online_linear_acc`),
+in its own parameter group of the pretraining optimiser; at the same epochs it
+classifies the kNN's validation sample (`monitor/linear_<label>`). The
+features are detached, so the encoder trains exactly as without it.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,9 +37,14 @@ from augbench.evaluate.protocols import KNNConfig, knn_predict
 class MonitorConfig:
     """`label`: the dataset's class label the kNN reads (Shapes World: `shape`, `hue_bin`, ...; datasets on disk:
     `class`); null turns the monitor off. `k` and `temperature` are the kNN protocol's; `max_bank_images` labelled
-    train images form the bank and `max_val_images` val images are classified, both drawn once with `seed`."""
+    train images form the bank and `max_val_images` val images are classified, both drawn once with `seed`.
+    `knn: false` leaves the kNN out. `online_linear` trains the online linear classifier at `online_linear_lr`
+    (null: 0.1 under SGD or LARS, 0.001 under AdamW; not scaled by the batch size), without weight decay."""
 
     label: str | None = None
+    knn: bool = True
+    online_linear: bool = False
+    online_linear_lr: float | None = None
     every_n_epochs: int = 1
     k: int = 20
     temperature: float = 0.07
@@ -44,30 +56,48 @@ class MonitorConfig:
         for key in ("every_n_epochs", "k", "max_bank_images", "max_val_images", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)}: must be positive")
+        if self.online_linear and self.label is None:
+            raise ValueError("online_linear=true: set label to the class label the classifier learns")
+        if self.online_linear_lr is not None and self.online_linear_lr <= 0:
+            raise ValueError(f"online_linear_lr={self.online_linear_lr}: must be positive")
+
+    @property
+    def enabled(self) -> bool:
+        return self.label is not None and (self.knn or self.online_linear)
 
 
-class KNNMonitor(Callback):
+class ProbeMonitor(Callback):
+    """The kNN and the online linear classifier's validation accuracy, every `every_n_epochs` epochs on rank 0."""
+
     def __init__(self, config: MonitorConfig, train: Dataset, val: Dataset, seed: int):
         self.config = config
         generator = torch.Generator().manual_seed(seed)
         self.bank = _Sample(train, config.label, config.max_bank_images, generator)
         self.queries = _Sample(val, config.label, config.max_val_images, generator)
         self.num_classes = int(max(self.bank.labels.max(), self.queries.labels.max())) + 1
-        self.name = f"monitor/knn_{config.label}"
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.config.every_n_epochs or not trainer.is_global_zero:
             return
-        pl_module.log(self.name, self.accuracy(pl_module.method.encoder(), pl_module.device), prog_bar=True,
-                      rank_zero_only=True)
+        accuracies = self.accuracies(pl_module.method.encoder(), getattr(pl_module, "online_classifier", None),
+                                     pl_module.device)
+        for name, accuracy in accuracies.items():
+            pl_module.log(f"monitor/{name}_{self.config.label}", accuracy, prog_bar=True, rank_zero_only=True)
 
-    def accuracy(self, encoder: nn.Module, device: torch.device | str) -> float:
-        """Top-1 in % of the kNN over the bank's features on the queries' features."""
-        settings = KNNConfig(k=self.config.k, temperature=self.config.temperature)
-        predictions = knn_predict(self.bank.features(encoder, self.config.batch_size, device), self.bank.labels,
-                                  self.queries.features(encoder, self.config.batch_size, device), self.num_classes,
-                                  settings)
-        return (predictions == self.queries.labels).float().mean().item() * 100
+    def accuracies(self, encoder: nn.Module, classifier: nn.Module | None, device: torch.device | str
+                   ) -> dict[str, float]:
+        """Top-1 in % on the val sample: of the kNN over the bank (`knn`) and of `classifier` (`linear`)."""
+        queries = self.queries.features(encoder, self.config.batch_size, device)
+        predictions = {}
+        if self.config.knn:
+            settings = KNNConfig(k=self.config.k, temperature=self.config.temperature)
+            bank = self.bank.features(encoder, self.config.batch_size, device)
+            predictions["knn"] = knn_predict(bank, self.bank.labels, queries, self.num_classes, settings)
+        if classifier is not None:
+            with torch.no_grad():
+                predictions["linear"] = classifier(queries.to(device)).argmax(dim=1).cpu()
+        return {name: (predicted == self.queries.labels).float().mean().item() * 100
+                for name, predicted in predictions.items()}
 
 
 class _Sample:
@@ -81,7 +111,7 @@ class _Sample:
         labels = dataset.labels[label]  # the label's name was checked against the dataset's at config load
         where = f"monitor.label={label!r}"
         if labels.ndim != 1 or labels.is_floating_point():
-            raise ConfigError(f"{where}: the kNN monitor needs a class index per image; {label!r} of {dataset.name} "
+            raise ConfigError(f"{where}: the monitor needs a class index per image; {label!r} of {dataset.name} "
                               f"is {labels.dtype} of shape {tuple(labels.shape[1:])} per image")
         labelled = torch.nonzero(labels >= 0).flatten()
         if not len(labelled):

@@ -52,13 +52,16 @@ from augbench.config import ConfigError, changed_keys, compose, read_sources, to
 from augbench.data import DATASETS, ImageDataset, dataset_config_type, load_split
 from augbench.errors import DivergedError
 from augbench.methods import build_method, method_config_type
+from augbench.methods.base import Method
+from augbench.methods.hai import HAIConfig
 from augbench.methods.looc import LooCConfig
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import ENCODER_FILE, save_encoder
+from augbench.models.taps import NUM_STAGES
 from augbench.train.checkpoint import AtomicCheckpointIO
 from augbench.train.memory import keep_freed_memory
 from augbench.train.module import PretrainModule
-from augbench.train.monitor import KNNMonitor, MonitorConfig
+from augbench.train.monitor import MonitorConfig, ProbeMonitor
 from augbench.train.optim import OptimConfig
 from augbench.train.sampler import ResumableBatchSampler
 
@@ -157,6 +160,9 @@ class PretrainConfig:
         if self.monitor.label is not None and self.monitor.label not in known:
             raise ValueError(f"monitor.label={self.monitor.label!r} is not a label of {self.data.name}; known: "
                              f"{list(known)}")
+        if self.monitor.online_linear and isinstance(self.method, HAIConfig) and self.method.stages[-1] != NUM_STAGES:
+            raise ValueError(f"monitor.online_linear=true reads the encoder's features, which HAI computes only with "
+                             f"stage {NUM_STAGES} tapped; method.stages={list(self.method.stages)}")
         # LooC's heads (one embedding space per augmentation) and its recipe's keys (one per augmentation) are
         # built from two lists.
         if not isinstance(self.method, LooCConfig):
@@ -307,6 +313,9 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
                               f"{config.trainer.batch_size}")
         backbone = build_backbone(config.model)
         method = build_method(config.method, backbone)
+        if config.monitor.enabled:
+            monitor = ProbeMonitor(config.monitor, dataset, load_split(config.data, "val"), config.seed)
+            callbacks = [*callbacks, monitor]
         module = PretrainModule(
             method,
             build_recipe(config.augment, dataset.image_size, config.method),
@@ -316,9 +325,9 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
             seed=config.seed,
             channels_last=config.trainer.channels_last,
             collapse_threshold=config.trainer.collapse_threshold,
+            **(_online_linear(config, method, dataset.image_size, monitor.num_classes)
+               if config.monitor.online_linear else {}),
         )
-        if config.monitor.label is not None:
-            callbacks = [*callbacks, KNNMonitor(config.monitor, dataset, load_split(config.data, "val"), config.seed)]
         data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
         with _quiet_lightning():
             trainer = _build_trainer(config, run_dir, callbacks)
@@ -386,6 +395,17 @@ class _ProgressBar(RichProgressBar):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+
+def _online_linear(config: PretrainConfig, method: Method, image_size: int, num_classes: int) -> dict[str, Any]:
+    """PretrainModule's online classifier arguments: a linear layer from the encoder's features to the classes."""
+    encoder = method.encoder()
+    was_training = encoder.training
+    with torch.no_grad():  # in eval mode, so measuring the feature width changes no BatchNorm statistic
+        width = encoder.eval()(torch.zeros(2, 3, image_size, image_size)).shape[1]
+    encoder.train(was_training)
+    lr = config.monitor.online_linear_lr or (1e-3 if config.optim.name == "adamw" else 0.1)
+    return {"online_classifier": nn.Linear(width, num_classes), "online_label": config.monitor.label, "online_lr": lr}
 
 
 def _loggers(config: PretrainConfig, run_dir: Path) -> list[Logger]:

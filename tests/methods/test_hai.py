@@ -168,7 +168,7 @@ def test_a_target_predictor_per_stage_follows_its_online_predictor():
     assert len(method.target_predictors) == len(config.method.stages)
     method.eval()  # BN on running statistics, so the stage loss below repeats the method's exactly
     views = _views(config)
-    stage_loss, _ = method._stage_loss(1, config.method.stages[1], views[2:4])
+    stage_loss, _, _ = method._stage_loss(1, config.method.stages[1], views[2:4])
     with torch.no_grad():
         pair = views[2:4]
         vectors = [method._vector(view) for view in pair]

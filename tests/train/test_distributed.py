@@ -116,9 +116,11 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
 
 @pytest.mark.slow
 def test_lightning_ddp_on_two_cpu_processes_trains_with_the_global_batch(tmp_path):
-    """The command-line path: Lightning launches 2 gloo processes; the queue takes both ranks' keys each step."""
+    """The command-line path: Lightning launches 2 gloo processes; the queue takes both ranks' keys each step; the
+    online classifier, part of the module DDP wraps, trains beside the method."""
     overrides = [*TINY_OVERRIDES, f"output_dir={tmp_path}", "name=ddp", "method.queue_size=64",
-                 "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=3"]
+                 "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=3",
+                 "monitor.label=shape", "monitor.online_linear=true"]
     process = subprocess.run([sys.executable, "-m", "augbench.cli", "pretrain", "configs/methods/moco_v2.yaml",
                               *overrides], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-2000:]
@@ -126,3 +128,4 @@ def test_lightning_ddp_on_two_cpu_processes_trains_with_the_global_batch(tmp_pat
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 3
     assert int(checkpoint["state_dict"]["method.queue.filled"]) == 3 * GLOBAL_BATCH  # 2 ranks × 8 keys a step
+    assert checkpoint["state_dict"]["online_classifier.weight"].shape[0] == 12  # Shapes World's shapes
