@@ -17,6 +17,7 @@ in its own parameter group of the pretraining optimiser; at the same epochs it
 classifies the kNN's validation sample (`monitor/linear_<label>`). The
 features are detached, so the encoder trains exactly as without it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

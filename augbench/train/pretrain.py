@@ -325,8 +325,7 @@ def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (),
             seed=config.seed,
             channels_last=config.trainer.channels_last,
             collapse_threshold=config.trainer.collapse_threshold,
-            **(_online_linear(config, method, dataset.image_size, monitor.num_classes)
-               if config.monitor.online_linear else {}),
+            **(_online_linear(config, method, dataset) if config.monitor.online_linear else {}),
         )
         data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
         with _quiet_lightning():
@@ -397,15 +396,18 @@ class _ProgressBar(RichProgressBar):
         return metrics
 
 
-def _online_linear(config: PretrainConfig, method: Method, image_size: int, num_classes: int) -> dict[str, Any]:
-    """PretrainModule's online classifier arguments: a linear layer from the encoder's features to the classes."""
+def _online_linear(config: PretrainConfig, method: Method, train: ImageDataset) -> dict[str, Any]:
+    """PretrainModule's online classifier arguments: a linear layer from the encoder's features to every class
+    of the label in the training split."""
+    label = config.monitor.label
     encoder = method.encoder()
     was_training = encoder.training
     with torch.no_grad():  # in eval mode, so measuring the feature width changes no BatchNorm statistic
-        width = encoder.eval()(torch.zeros(2, 3, image_size, image_size)).shape[1]
+        width = encoder.eval()(torch.zeros(2, 3, train.image_size, train.image_size)).shape[1]
     encoder.train(was_training)
+    num_classes = int(train.labels[label].max()) + 1
     lr = config.monitor.online_linear_lr or (1e-3 if config.optim.name == "adamw" else 0.1)
-    return {"online_classifier": nn.Linear(width, num_classes), "online_label": config.monitor.label, "online_lr": lr}
+    return {"online_classifier": nn.Linear(width, num_classes), "online_label": label, "online_lr": lr}
 
 
 def _loggers(config: PretrainConfig, run_dir: Path) -> list[Logger]:
