@@ -18,7 +18,10 @@ console = Console()
 def _pretrain(args: argparse.Namespace) -> None:
     from augbench.train.pretrain import pretrain
 
-    run = pretrain(args.config, args.overrides)
+    # Config files come first, then key=value overrides: the first word with "=" starts the overrides.
+    words = [*args.config, *args.overrides]
+    split = next((i for i, word in enumerate(words) if "=" in word), len(words))
+    run = pretrain(words[:split], words[split:])
     console.print(f"finished: encoder at {run.directory / 'encoder.safetensors'}")
 
 
@@ -100,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="augbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    pretrain = commands.add_parser("pretrain", help="pretrain an encoder from a config file")
-    pretrain.add_argument("config", help="YAML config, e.g. configs/methods/moco_v2.yaml")
-    pretrain.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. optim.lr=0.1 trainer.max_epochs=5")
+    pretrain = commands.add_parser("pretrain", help="pretrain an encoder from config files")
+    pretrain.add_argument("config", nargs="+", help="YAML configs, each merged over the ones before, then dot-list "
+                          "overrides: configs/methods/moco_v2.yaml configs/quickstart.yaml trainer.max_epochs=5")
+    pretrain.set_defaults(overrides=[])
     pretrain.set_defaults(run=_pretrain)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a frozen encoder on an end-task suite")

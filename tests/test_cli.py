@@ -1,7 +1,11 @@
 import subprocess
 import sys
 
+import yaml
+
 from augbench.cli import main
+from augbench.config import shipped_config
+from tests.conftest import TINY_OVERRIDES
 
 
 def test_bad_config_key_exits_2_naming_key_and_file(tmp_path, capsys):
@@ -26,3 +30,21 @@ def test_data_preview_writes_a_png(tmp_path):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "augbench.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "quickstart" in result.stdout
+
+
+def test_pretrain_merges_several_config_files_in_order_before_the_overrides(tmp_path):
+    scale = tmp_path / "scale.yaml"
+    scale.write_text("model: {width: 0.25}\noptim: {momentum: 0.8}\n")
+    words = [str(shipped_config("methods/byol.yaml")), str(scale), *TINY_OVERRIDES, f"output_dir={tmp_path}",
+             "name=merged"]
+    assert main(["pretrain", *words]) == 0
+    stored = yaml.safe_load((tmp_path / "merged" / "config.yaml").read_text())
+    assert stored["method"]["negatives"] == "none" and stored["optim"]["name"] == "lars"  # from byol.yaml
+    assert stored["optim"]["momentum"] == 0.8  # scale.yaml, merged over byol.yaml's 0.9
+    assert stored["model"]["width"] == 0.125  # the overrides win over every file
+
+
+def test_a_config_file_after_the_overrides_is_refused(capsys):
+    moco = str(shipped_config("methods/moco_v2.yaml"))
+    assert main(["pretrain", moco, "trainer.max_epochs=1", "b.yaml"]) == 2
+    assert "override 'b.yaml' is not of the form key=value" in capsys.readouterr().out

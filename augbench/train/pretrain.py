@@ -287,9 +287,10 @@ class _TrainData(L.LightningDataModule):
         self.next_batch = state["next_batch"]
 
 
-def pretrain(config: PretrainConfig | str | Path, overrides: Sequence[str] = (), callbacks: Sequence[Callback] = ()
-             ) -> Run:
-    """Pretrain the encoder a config describes; resumes an unfinished run of the same config.
+def pretrain(config: PretrainConfig | str | Path | Sequence[str | Path], overrides: Sequence[str] = (),
+             callbacks: Sequence[Callback] = ()) -> Run:
+    """Pretrain the encoder a config (or config files, each merged over the ones before) describes; resumes an
+    unfinished run of the same config.
 
     `callbacks` are extra Lightning callbacks (monitoring, profiling) added to the trainer.
     """
