@@ -106,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="pretrain an encoder from config files")
     pretrain.add_argument("config", nargs="+", help="YAML configs, each merged over the ones before, then dot-list "
                           "overrides: configs/methods/moco_v2.yaml configs/quickstart.yaml trainer.max_epochs=5")
-    pretrain.set_defaults(overrides=[])
-    pretrain.set_defaults(run=_pretrain)
+    pretrain.set_defaults(run=_pretrain, overrides=[])
 
     evaluate = commands.add_parser("evaluate", help="evaluate a frozen encoder on an end-task suite")
     evaluate.add_argument("checkpoint", help="run directory, encoder .safetensors or .ckpt")
