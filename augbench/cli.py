@@ -16,13 +16,16 @@ console = Console()
 
 
 def _pretrain(args: argparse.Namespace) -> None:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from augbench.train.pretrain import pretrain
 
     # Config files come first, then key=value overrides: the first word with "=" starts the overrides.
     words = [*args.config, *args.overrides]
     split = next((i for i, word in enumerate(words) if "=" in word), len(words))
     run = pretrain(words[:split], words[split:])
-    console.print(f"finished: encoder at {run.directory / 'encoder.safetensors'}")
+    if rank_zero_only.rank == 0:  # under DDP every process returns here; one reports
+        console.print(f"finished: encoder at {run.directory / 'encoder.safetensors'}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

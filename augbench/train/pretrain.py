@@ -364,11 +364,13 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if native else "32-true"
 
 
-# Lightning's messages about its own internals, its advertising, and a choice augbench makes on purpose (the module,
-# not the data module, augments batches on the device): none asks anything of the user, and they bury the run's own.
+# Lightning's messages about its own internals, its advertising, and choices augbench makes on purpose (the module,
+# not the data module, augments batches on the device; the monitor measures on rank 0 alone, so its values need no
+# cross-rank sync): none asks anything of the user, and they bury the run's own.
 _LIGHTNING_NOISE = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
+    r"It is recommended to use `self.log\('monitor/",
 )
 
 

@@ -124,6 +124,7 @@ def test_lightning_ddp_on_two_cpu_processes_trains_with_the_global_batch(tmp_pat
     process = subprocess.run([sys.executable, "-m", "augbench.cli", "pretrain", "configs/methods/moco_v2.yaml",
                               *overrides], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-2000:]
+    assert process.stdout.count("finished: encoder at") == 1  # one report, not one per process
     assert read_status(tmp_path / "ddp")["state"] == "finished"
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 3
