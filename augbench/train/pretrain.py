@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import time
 import uuid
 import warnings
@@ -58,7 +57,7 @@ from augbench.methods.looc import LooCConfig
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import ENCODER_FILE, save_encoder
 from augbench.models.taps import NUM_STAGES
-from augbench.train.checkpoint import AtomicCheckpointIO
+from augbench.train.checkpoint import AtomicCheckpointIO, write_atomic
 from augbench.train.memory import keep_freed_memory
 from augbench.train.module import PretrainModule
 from augbench.train.monitor import MonitorConfig, ProbeMonitor
@@ -204,9 +203,7 @@ def read_status(run_dir: Path) -> dict | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    write_atomic(lambda file: file.write(text.encode()), path)
 
 
 @rank_zero_only  # under DDP every process runs pretrain(); one writes the run directory's files
@@ -442,7 +439,6 @@ def _wandb_run_id(run_dir: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     run_id = uuid.uuid4().hex[:12]
-    path.parent.mkdir(parents=True, exist_ok=True)
     rank_zero_only(_write_atomic)(path, run_id + "\n")  # other ranks never log, so their id is not used
     return run_id
 
