@@ -66,6 +66,7 @@ def test_the_path_starts_at_moco_v2_passes_moco_v2_plus_and_ends_at_byol():
     assert (moco_v2_plus["method.projector.hidden_dim"], moco_v2_plus["method.projector.out_dim"]) == (4096, 256)
     assert moco_v2_plus["method.projector.bn"] and moco_v2_plus["method.predictor.enabled"]
     assert moco_v2_plus["method.negatives"] == "queue" and moco_v2_plus["method.symmetric"]
+    assert moco_v2_plus["method.enqueue"] == "one_view"
     assert (moco_v2_plus["method.momentum.base"], moco_v2_plus["method.momentum.final"]) == (0.99, 1.0)
 
 

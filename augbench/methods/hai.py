@@ -44,10 +44,9 @@ from augbench.augment.hai import (
 )
 from augbench.augment.views import Recipe, View
 from augbench.methods.base import Method
-from augbench.methods.distributed import gather_no_grad
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
-from augbench.methods.siamese import SiameseConfig, online_views, pair_loss
+from augbench.methods.siamese import SiameseConfig, keys_to_enqueue, online_views, pair_loss
 from augbench.models.heads import MLP, LayerSpec
 from augbench.models.taps import NUM_STAGES, StageHead, check_staged, forward_to_stage
 
@@ -189,7 +188,7 @@ class HAIMethod(Method):
             keys = {j: projections[j].detach() if base.stop_gradient else projections[j] for j in needed}
         losses = [self._pair_loss(index, queries[i], keys[j]) for i, j in directions]
         if base.negatives == "queue":
-            self.queues[index].push(gather_no_grad(torch.cat([keys[j] for _, j in directions])))
+            self.queues[index].push(keys_to_enqueue(base, keys, directions))
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in directions]).mean()
         return torch.stack(losses).mean(), similarity, heads[0].detach()

@@ -14,7 +14,9 @@ from the asymmetry or from the deeper head. For a view pair (i, j) the loss
 compares q_i with the target embedding k_j:
 
 - negatives = queue: InfoNCE against a queue of past keys (MoCo); the keys
-  k_j of the step are enqueued after the loss;
+  k_j of the step are enqueued after the loss; with a symmetric loss,
+  `enqueue` pushes one of the two views' keys, drawn at random each step, or
+  `all` of them;
 - negatives = batch: NT-Xent with the 2N − 2 other embeddings of the batch
   as negatives (SimCLR);
 - negatives = none: normalised MSE 2 − 2·cos(q_i, k_j) (BYOL, SimSiam).
@@ -49,6 +51,7 @@ from augbench.methods.queue import Queue
 from augbench.models.heads import MLP, PredictorConfig, ProjectorConfig
 
 NEGATIVES = ("queue", "batch", "none")
+ENQUEUE = ("one_view", "all")
 
 
 @dataclass
@@ -74,6 +77,7 @@ class SiameseConfig:
     symmetric: bool = False
     stop_gradient: bool = True
     target_predictor: bool = False
+    enqueue: str = "one_view"
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     momentum: MomentumConfig = field(default_factory=MomentumConfig)
@@ -85,6 +89,8 @@ class SiameseConfig:
             raise ValueError(f"temperature={self.temperature}: must be positive")
         if self.negatives == "queue" and self.queue_size < 1:
             raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
+        if self.enqueue not in ENQUEUE:
+            raise ValueError(f"enqueue={self.enqueue!r}: expected one of {ENQUEUE}")
         missing = [f"{part}.enabled=true" for part in ("predictor", "momentum") if not getattr(self, part).enabled]
         if self.target_predictor and missing:
             raise ValueError(f"target_predictor=true: the target's predictor is the EMA of the online one, so it "
@@ -103,6 +109,24 @@ def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | 
                            offset=rank() * len(query))
         return nt_xent(query, key, config.temperature)
     return normalized_mse(query, key)
+
+
+def keys_to_enqueue(config: SiameseConfig, keys: dict[int, Tensor], pairs: list[tuple[int, int]]) -> Tensor:
+    """The step's keys for the queue, gathered from every rank: one pair's key view, drawn at random, or under
+    `enqueue=all` every pair's.
+
+    The study's MoCo v2+ enqueues one view's keys per step, picked at random
+    (revisitAIRL, exp/mocov2_plus.py), and solo-learn's keeps one queue per
+    view: either way a query's negatives span as many past steps as in
+    one-way MoCo, where pushing both views would age the queue twice as fast.
+    The draw uses torch's global generator, which every rank seeds alike and
+    which checkpoints carry: all ranks pick the same view, and a resumed run
+    picks what the uninterrupted one would.
+    """
+    views = [j for _, j in pairs]
+    if config.enqueue == "one_view":
+        views = [views[int(torch.randint(len(views), ()))]]
+    return torch.cat([gather_no_grad(keys[j]) for j in views])
 
 
 def online_views(pairs: list[tuple[int, int]], momentum: bool) -> list[int]:
@@ -144,7 +168,7 @@ class SiameseMethod(Method):
         keys = self._target_embeddings(views, projections, {j for _, j in pairs})
         losses = [self._pair_loss(queries[i], keys[j]) for i, j in pairs]
         if self.config.negatives == "queue":
-            self.queue.push(torch.cat([gather_no_grad(keys[j]) for _, j in pairs]))
+            self.queue.push(keys_to_enqueue(self.config, keys, pairs))
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in pairs]).mean()
             spread = F.normalize(projections[0], dim=1).std(dim=0).mean()

@@ -274,6 +274,10 @@ class _TrainData(L.LightningDataModule):
             batch_sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # Each new iterator draws its workers' base seed from this generator, not the global one: the global
+            # generator travels in checkpoints, and a resumed run, which opens its epoch's iterator after the
+            # restore, would otherwise be one draw ahead of the uninterrupted run from then on.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def state_dict(self) -> dict:

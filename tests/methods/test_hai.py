@@ -75,6 +75,14 @@ def test_the_moco_stage_loss_is_infonce_of_that_stage_with_its_own_queue():
     assert [int(queue.pointer) for queue in method.queues] == [28, 28, 28, 28]
 
 
+@pytest.mark.parametrize(("enqueue", "pushed"), [("one_view", 8), ("all", 16)])
+def test_a_symmetric_moco_stage_enqueues_as_method_enqueue_says(enqueue, pushed):
+    method, config = _method("hai_moco_v2", "method.base_method.symmetric=true",
+                             f"method.base_method.enqueue={enqueue}", "method.base_method.queue_size=64")
+    method(_views(config))
+    assert [int(queue.pointer) for queue in method.queues] == [pushed] * 4
+
+
 @pytest.mark.parametrize(("preset", "online_passes_per_stage"), [("hai_moco_v2", 1), ("hai_byol", 2)])
 def test_the_online_backbone_runs_only_on_the_views_each_stage_loss_reads(preset, online_passes_per_stage):
     method, config = _method(preset)

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from augbench.augment.views import View
 from augbench.config import shipped_config
@@ -77,8 +78,9 @@ def test_moco_enqueues_the_keys_of_each_step():
     assert not torch.equal(method.queue.keys[:8], before[:8]) and torch.equal(method.queue.keys[8:], before[8:])
 
 
-def test_symmetric_loss_is_the_mean_of_both_directions():
-    method, config = _method("moco_v2", "method.symmetric=true")
+@pytest.mark.parametrize(("enqueue", "pushed"), [("one_view", 8), ("all", 16)])
+def test_symmetric_loss_is_the_mean_of_both_directions(enqueue, pushed):
+    method, config = _method("moco_v2", "method.symmetric=true", f"method.enqueue={enqueue}")
     method.eval()  # BN on running statistics, so the forward passes below repeat exactly
     views = _views()
     method.queue.push(torch.randn(20, method.queue.keys.shape[1]))
@@ -90,7 +92,40 @@ def test_symmetric_loss_is_the_mean_of_both_directions():
     t = config.temperature
     expected = (info_nce(q[0], k[1], queue, t) + info_nce(q[1], k[0], queue, t)) / 2
     assert torch.allclose(out["loss"], expected, atol=1e-6)
-    assert method.queue.pointer.item() == (20 + 16) % 32  # both directions' keys were enqueued
+    assert method.queue.pointer.item() == (20 + pushed) % 32
+
+
+def _enqueued_views(method, steps: int) -> list[int]:
+    """Which view's keys each of `steps` forward passes pushed into the queue."""
+    method.eval()  # BN on running statistics, so the keys below are the ones the step computed
+    enqueued = []
+    for _ in range(steps):
+        views = _views()
+        start = method.queue.pointer.item()
+        method(views)
+        with torch.no_grad():
+            keys = [F.normalize(method.target_projector(method.target_backbone(v.images)), dim=1) for v in views]
+        pushed = method.queue.keys[start : start + len(keys[0])]
+        enqueued.append(next(j for j, k in enumerate(keys) if torch.allclose(pushed, k, atol=1e-6)))
+    return enqueued
+
+
+def test_symmetric_moco_enqueues_one_views_keys_per_step_drawn_by_the_seed():
+    method, _ = _method("moco_v2", "method.symmetric=true", "method.queue_size=512")
+    torch.manual_seed(0)
+    enqueued = _enqueued_views(method, steps=12)
+    assert method.queue.pointer.item() == 12 * 8
+    assert set(enqueued) == {0, 1}  # both views take turns, as the study's random pick does
+    again, _ = _method("moco_v2", "method.symmetric=true", "method.queue_size=512")
+    again.load_state_dict(method.state_dict())
+    again.queue.pointer.zero_()
+    torch.manual_seed(0)
+    assert _enqueued_views(again, steps=12) == enqueued
+
+
+def test_an_unknown_enqueue_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"moco_v2\.yaml.*method: enqueue='both': expected one of"):
+        _method("moco_v2", "method.enqueue=both")
 
 
 @pytest.mark.parametrize(("preset", "online_passes"), [("moco_v2", 1), ("byol", 2), ("simclr", 2), ("simsiam", 2)])

@@ -33,7 +33,9 @@ from augbench.train.optim import build_optimizer
 from augbench.train.pretrain import load_config, read_status
 from tests.conftest import REPO, TINY_OVERRIDES
 
-PRESETS = ("moco_v2", "simclr", "byol")
+# Shipped configs; the study's MoCo v2+ (fair step 05) enqueues one view's keys per step, drawn at random: every
+# rank must draw the same view.
+PRESETS = ("methods/moco_v2", "methods/simclr", "methods/byol", "fair/05_symmetric_loss")
 GLOBAL_BATCH, STEPS, WORLD = 16, 3, 2
 # Weights may differ by 1e-5, or by 0.1 % of the largest change training made: BYOL's LARS steps amplify a change in
 # summation order (two ranks' gradients averaged) to 1.5e-5 on some images, against updates of 0.1. A rank that saw
@@ -43,7 +45,7 @@ TOLERANCE, RELATIVE_TOLERANCE = 1e-5, 1e-3
 
 def _build(preset: str):
     """The preset's tiny config and its method, seeded: every run, and the initial state, start from these weights."""
-    config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "method.queue_size=64"])
+    config, _ = load_config(shipped_config(f"{preset}.yaml"), [*TINY_OVERRIDES, "method.queue_size=64"])
     torch.manual_seed(0)
     return config, build_method(config.method, build_backbone(config.model))
 
@@ -74,12 +76,16 @@ def _train(preset: str, rank: int, world: int) -> tuple[list[float], dict[str, t
     return losses, {k: v.detach().clone() for k, v in method.state_dict().items()}
 
 
+def _saved(output, preset: str, rank: int) -> str:
+    return f"{output}.{preset.replace('/', '.')}.{rank}"
+
+
 def _worker(rank: int, init_file: str, output: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     try:
         for preset in PRESETS:  # one process start for all presets: starting torch is most of the cost
-            torch.save(_train(preset, rank, WORLD), f"{output}.{preset}.{rank}")
+            torch.save(_train(preset, rank, WORLD), _saved(output, preset, rank))
     finally:
         dist.destroy_process_group()
 
@@ -97,7 +103,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     worst = {}
     for preset in PRESETS:
         single_losses, single_state = single[preset]
-        ranks = [torch.load(tmp_path / f"out.{preset}.{rank}", weights_only=True) for rank in range(WORLD)]
+        ranks = [torch.load(_saved(tmp_path / "out", preset, rank), weights_only=True) for rank in range(WORLD)]
         (losses, state), (_, other_state) = ranks
         for key in state:  # DDP keeps the ranks in step: online weights, EMA target and queue alike
             assert torch.equal(state[key], other_state[key]), f"{preset}: ranks differ at {key}"

@@ -50,13 +50,13 @@ def _overrides(preset: str, tmp_path, name: str) -> list[str]:
 
 
 def _config(preset: str, tmp_path, name: str):
-    return load_config(shipped_config(f"methods/{preset}.yaml"), _overrides(preset, tmp_path, name))[0]
+    return load_config(shipped_config(f"{preset}.yaml"), _overrides(preset, tmp_path, name))[0]
 
 
 def _final_state(run_dir) -> dict[str, torch.Tensor]:
-    """Every tensor a resume must reproduce: model, target, queue, optimiser state."""
+    """Every tensor a resume must reproduce: model, target, queue, optimiser state, torch's global generator."""
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    state = dict(checkpoint["state_dict"])
+    state = dict(checkpoint["state_dict"]) | {"rng_state.torch": checkpoint["rng_state"]["torch"]}
     for group, values in checkpoint["optimizer_states"][0]["state"].items():
         state.update({f"optimizer.{group}.{key}": value for key, value in values.items()})
     state.update({f"encoder.{k}": v for k, v in load_file(run_dir / "encoder.safetensors").items()})
@@ -83,9 +83,11 @@ def test_the_sampler_resumes_mid_epoch_and_shards_global_batches():
         assert a + b == first_epoch[step]
 
 
-def test_a_run_stopped_mid_epoch_resumes_to_identical_weights(tmp_path):
-    reference = pretrain(_config("moco_v2", tmp_path, "reference"))
-    config = _config("moco_v2", tmp_path, "stopped")
+# The study's MoCo v2+ (fair step 05) draws the view it enqueues from the global generator the checkpoint carries.
+@pytest.mark.parametrize("preset", ["methods/moco_v2", "fair/05_symmetric_loss"])
+def test_a_run_stopped_mid_epoch_resumes_to_identical_weights(preset, tmp_path):
+    reference = pretrain(_config(preset, tmp_path, "reference"))
+    config = _config(preset, tmp_path, "stopped")
     with pytest.raises(RuntimeError, match="stopped at step 7"):
         pretrain(config, callbacks=[StopAtStep(7, kill=False)])
     assert read_status(config.run_dir)["state"] == "failed"
@@ -99,7 +101,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["moco_v2", "byol"])
+@pytest.mark.parametrize("preset", ["methods/moco_v2", "methods/byol"])
 def test_a_run_killed_with_sigkill_at_several_steps_resumes_bit_exactly(preset, tmp_path):
     reference = pretrain(_config(preset, tmp_path, "reference"))
     name = "killed"
@@ -109,7 +111,7 @@ def test_a_run_killed_with_sigkill_at_several_steps_resumes_bit_exactly(preset, 
             "import sys; from augbench.config import shipped_config; "
             "from augbench.train.pretrain import load_config, pretrain; "
             "from tests.train.test_resume import StopAtStep; "
-            f"config, _ = load_config(shipped_config('methods/{preset}.yaml'), sys.argv[1:]); "
+            f"config, _ = load_config(shipped_config('{preset}.yaml'), sys.argv[1:]); "
             f"pretrain(config, callbacks=[StopAtStep({kill_step}, kill=True)])"
         )
         process = subprocess.run([sys.executable, "-c", script, *_overrides(preset, tmp_path, name)], cwd=REPO,
