@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 
+from augbench import __version__
 from augbench.errors import AugbenchError
 
 console = Console()
@@ -104,6 +105,7 @@ def _export(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="augbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"augbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     pretrain = commands.add_parser("pretrain", help="pretrain an encoder from config files")
