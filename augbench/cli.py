@@ -19,11 +19,16 @@ console = Console()
 def _pretrain(args: argparse.Namespace) -> None:
     from lightning.pytorch.utilities import rank_zero_only
 
-    from augbench.train.pretrain import pretrain
+    from augbench.train.pretrain import load_config, pretrain
 
     # Config files come first, then key=value overrides: the first word with "=" starts the overrides.
     words = [*args.config, *args.overrides]
     split = next((i for i, word in enumerate(words) if "=" in word), len(words))
+    if args.print_config:
+        from augbench.config import to_yaml
+
+        print(to_yaml(load_config(words[:split], words[split:])[0]), end="")
+        return
     run = pretrain(words[:split], words[split:])
     if rank_zero_only.rank == 0:  # under DDP every process returns here; one reports
         console.print(f"finished: encoder at {run.directory / 'encoder.safetensors'}")
@@ -111,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="pretrain an encoder from config files")
     pretrain.add_argument("config", nargs="+", help="YAML configs, each merged over the ones before, then dot-list "
                           "overrides: configs/methods/moco_v2.yaml configs/quickstart.yaml trainer.max_epochs=5")
+    pretrain.add_argument("--print-config", action="store_true",
+                          help="print the composed config (every key, as the run's config.yaml will hold it) and exit")
     pretrain.set_defaults(run=_pretrain, overrides=[])
 
     evaluate = commands.add_parser("evaluate", help="evaluate a frozen encoder on an end-task suite")

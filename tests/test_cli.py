@@ -48,3 +48,13 @@ def test_a_config_file_after_the_overrides_is_refused(capsys):
     moco = str(shipped_config("methods/moco_v2.yaml"))
     assert main(["pretrain", moco, "trainer.max_epochs=1", "b.yaml"]) == 2
     assert "override 'b.yaml' is not of the form key=value" in capsys.readouterr().out
+
+
+def test_print_config_prints_the_composed_config_and_trains_nothing(tmp_path, capsys):
+    words = [str(shipped_config("fair/05_symmetric_loss.yaml")), str(shipped_config("quickstart.yaml")),
+             "trainer.max_epochs=3", f"output_dir={tmp_path}", "--print-config"]
+    assert main(["pretrain", *words]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["method"]["symmetric"] and printed["method"]["enqueue"] == "one_view"  # from the fair step
+    assert printed["data"]["name"] == "shapes_world" and printed["trainer"]["max_epochs"] == 3
+    assert list(tmp_path.iterdir()) == []
