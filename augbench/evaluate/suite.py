@@ -170,7 +170,9 @@ def load_suite(suite: str | Path, overrides: Sequence[str] = ()) -> tuple[SuiteC
         task.dataset = _override_dataset(task.dataset, config.dataset_overrides, task_path)
         _check_disk_path(task.dataset, task_path)
         for protocol in task.protocols:
-            protocol_config(config, task, protocol, where=str(task_path))
+            settings = protocol_config(config, task, protocol, where=str(task_path))
+            if protocol == "finetune":
+                _check_norm_rescale_reference(settings.norm_rescale, task_path)
         tasks.append(task)
     names = [task.name for task in tasks]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -205,6 +207,16 @@ def _check_disk_path(dataset: Any, where: Path) -> None:
     if not Path(dataset.path).expanduser().is_dir():
         raise ConfigError(f"{where}: dataset.path={dataset.path}: no such directory (the folder holding "
                           f"{dataset.name}, from {DATA_ROOT_VARIABLE} or dataset_overrides.path)")
+
+
+def _check_norm_rescale_reference(spec: str, where: Path) -> None:
+    """The reference encoder's file, checked when the suite loads rather than when fine-tuning's turn comes."""
+    if not spec or spec.startswith(("torchvision:", "timm:")):  # named models carry no file
+        return
+    file = Path(spec.rpartition("@")[2]).expanduser()  # ARCH@FILE or a plain path
+    if not file.exists():
+        raise ConfigError(f"{where}: finetune.norm_rescale={spec}: no such file or run directory (the reference "
+                          "encoder whose tensor norms the fine-tuned copy takes)")
 
 
 def protocol_config(suite: SuiteConfig, task: TaskConfig, protocol: str, where: str = "") -> Any:

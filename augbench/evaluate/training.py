@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from augbench.augment.ops import HorizontalFlip, RandomResizedCrop
 from augbench.augment.views import Pipeline, to_float
+from augbench.errors import ConfigError
 from augbench.evaluate.features import extract_features
+from augbench.models.io import load_encoder
 from augbench.train.optim import OptimConfig, build_optimizer, build_scheduler
 
 
@@ -51,6 +53,10 @@ class FinetuneConfig:
     'Critical Factors' study found a fine-tuning optimiser unlike the
     pretraining one hurts transfer, hence the switch. The test score is the
     network after the last epoch; `max_train_images` caps the train split.
+    `norm_rescale` names a reference encoder (any `load_encoder` spec: run
+    directory, encoder .safetensors, .ckpt, ARCH@FILE, …) whose tensor norms
+    the copy takes before fine-tuning: the study's NormRescale (see
+    `norm_rescale`); empty, off.
     """
 
     epochs: int = 5
@@ -58,6 +64,7 @@ class FinetuneConfig:
     optimizer: OptimConfig = field(default_factory=lambda: OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4))
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
     max_train_images: int = 0
+    norm_rescale: str = ""
 
 
 def _augmentation(size: int, crop_scale: list[float]) -> Pipeline:
@@ -112,6 +119,30 @@ def sgd_linear_classifier(
     return heads[config.lrs.index(best)].cpu(), {"lr": best, "val_accuracy": accuracy}
 
 
+@torch.no_grad()
+def norm_rescale(encoder: nn.Module, reference: nn.Module, reference_name: str) -> None:
+    """Scale each floating tensor of `encoder` (weights and BatchNorm statistics), in place, to the L2 norm of
+    `reference`'s tensor of the same name.
+
+    The 'Critical Factors' study's NormRescale (revisitAIRL, norm_rescale.py,
+    which rescales every tensor of the online encoder): LARS pretraining
+    leaves weights whose norms suit no SGD fine-tuning recipe, and their
+    directions at an SGD-pretrained model's norms fine-tune as that model
+    does. A tensor of zero norm has no direction to scale and stays as it is.
+    """
+    ours, theirs = encoder.state_dict(), reference.state_dict()
+    tensors = {key: tensor for key, tensor in ours.items() if tensor.is_floating_point()}
+    unmatched = [key for key, tensor in tensors.items() if key not in theirs or theirs[key].shape != tensor.shape]
+    if unmatched:
+        raise ConfigError(f"finetune.norm_rescale={reference_name!r}: the reference encoder has no tensor of the "
+                          f"same name and shape for {len(unmatched)} of the encoder's {len(tensors)}, e.g. "
+                          f"{unmatched[:3]}; it must be the same architecture")
+    for key, tensor in tensors.items():
+        norm = tensor.norm()
+        if norm > 0:
+            tensor.mul_(theirs[key].norm().to(tensor.device) / norm)
+
+
 def finetune_classifier(
     encoder: nn.Module, train: tuple[Tensor, Tensor], num_classes: int, config: FinetuneConfig, seed: int,
     device: str,
@@ -122,6 +153,8 @@ def finetune_classifier(
     torch.manual_seed(seed)
     augment = _augmentation(images.shape[-1], config.crop_scale)
     backbone = copy.deepcopy(encoder).to(device)
+    if config.norm_rescale:
+        norm_rescale(backbone, load_encoder(config.norm_rescale)[0], config.norm_rescale)
     dim = extract_features(backbone, images[:2], device=device).shape[1]
     model = nn.Sequential(backbone, nn.Flatten(1), nn.Linear(dim, num_classes)).to(device).train()
     optimizer = build_optimizer(model, config.optimizer, config.batch_size)
