@@ -1,4 +1,5 @@
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -128,6 +129,17 @@ def test_an_augmentation_assigned_to_no_stage_is_left_out_of_every_pair():
     views = _views(config, batch=64)
     assert not any(view.params["flip"]["applied"].any() for view in views)
     assert [bool(view.params["rotate90"]["applied"].any()) for view in views] == [False] * 2 + [True] * 6
+
+
+def test_the_uniform_ablation_applies_the_whole_pipeline_at_every_stage():
+    hierarchical, _ = load_config(shipped_config("methods/hai_simsiam.yaml"))
+    uniform, _ = load_config(shipped_config("methods/hai_simsiam_uniform.yaml"))
+    assert uniform.method.assignment != hierarchical.method.assignment
+    assert replace(uniform.method, assignment=hierarchical.method.assignment) == hierarchical.method
+    _, config = _method("hai_simsiam_uniform")
+    views = _views(config, batch=64)
+    for op in ("grayscale", "flip"):  # assigned to stages 2 and 4 in the hierarchy
+        assert all(view.params[op]["applied"].any() for view in views), op
 
 
 def test_the_encoder_is_the_backbone():
