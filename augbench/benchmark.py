@@ -72,8 +72,9 @@ class MethodEntry:
 @dataclass
 class BenchmarkConfig:
     """A study. `comparisons` are [baseline, variant] method pairs whose paired differences the report shows
-    (default: each method against the one before it); `reference_task` is the task every other is correlated
-    with; `protocol` the protocol the report's analysis reads."""
+    (default: each method against the one before it), `dataset_comparisons` the same for pretraining datasets
+    (with ViRB's ANOVA; default none); `reference_task` is the task every other is correlated with; `protocol`
+    the protocol the report's analysis reads."""
 
     name: str = "benchmark"
     output_dir: str = ""  # default: runs/benchmarks/<name>[-small]
@@ -86,6 +87,7 @@ class BenchmarkConfig:
     reference_task: str = "shape"
     protocol: str = "linear"
     comparisons: list[list[str]] = field(default_factory=list)
+    dataset_comparisons: list[list[str]] = field(default_factory=list)
     lease_seconds: float = 300.0
     small: Any = None
 
@@ -96,11 +98,13 @@ class BenchmarkConfig:
         for key in ("methods", "datasets", "seeds", "suites"):
             if not getattr(self, key):
                 raise ValueError(f"{key}: the grid needs at least one")
-        for pair in self.comparisons:
-            unknown = [m for m in pair if m not in self.methods]
-            if len(pair) != 2 or unknown:
-                raise ValueError(f"comparisons: {list(pair)} must be two method labels of `methods` "
-                                 f"(unknown: {unknown}; known: {list(self.methods)})")
+        for key, labels, kind in (("comparisons", self.methods, "method"),
+                                  ("dataset_comparisons", self.datasets, "dataset")):
+            for pair in getattr(self, key):
+                unknown = [label for label in pair if label not in labels]
+                if len(pair) != 2 or unknown:
+                    raise ValueError(f"{key}: {list(pair)} must be two {kind} labels of `{kind}s` "
+                                     f"(unknown: {unknown}; known: {list(labels)})")
 
 
 @dataclass

@@ -79,6 +79,17 @@ def test_a_bad_method_override_or_dataset_names_its_entry(grid):
         plan(grid)
 
 
+def test_comparisons_name_labels_of_the_grid(grid):
+    _edit(grid, comparisons=[["moco_v2", "byol"]])
+    with pytest.raises(ConfigError, match=r"comparisons: \['moco_v2', 'byol'\] must be two method labels of "
+                                          r"`methods` \(unknown: \['byol'\]"):
+        plan(grid)
+    _edit(grid, comparisons=[], dataset_comparisons=[["photo", "flat"]])
+    with pytest.raises(ConfigError, match=r"dataset_comparisons: \['photo', 'flat'\] must be two dataset labels "
+                                          r"of `datasets` \(unknown: \['flat'\]; known: \['photo'\]\)"):
+        plan(grid)
+
+
 def test_small_merges_its_section_and_null_leaves_an_entry_out(grid):
     assert list(load_benchmark(grid).datasets) == ["photo"]
     small = plan(grid, small=True)

@@ -5,7 +5,8 @@ so the one file can be mailed or archived; the Markdown links the same
 figures written next to it (`<name>_files/`). Sections: the grid and its
 wall time, results (mean ± std over seeds), ranks, category summary,
 correlations with the reference task (table and scatter), the task × task
-correlation heatmap, switch effects with confidence intervals, invariance
+correlation heatmap, switch effects with confidence intervals, the
+pretraining datasets' effects (when `dataset_comparisons` names pairs), invariance
 probes per method and depth (when the suite ran them), and the protocol and
 budget statement.
 """
@@ -89,11 +90,28 @@ def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
                 "95 % Student-t and percentile-bootstrap intervals (NaN below 2 pairs).")]
     effect_parts.append(("table", effects.set_index(["baseline", "variant", "task"]) if not effects.empty
                          else pd.DataFrame({"note": ["no comparable method pairs"]})))
+    by_dataset = stats.switch_effects_by_dataset(main, comparisons, protocol)
+    if main["pretrain_dataset"].nunique() > 1 and not by_dataset.empty:
+        effect_parts += [("text", "The same over all tasks, per pretraining dataset: whether a switch's effect "
+                                  "depends on the data."),
+                         ("table", by_dataset.set_index(["baseline", "variant", "pretrain_dataset"]))]
     sections.append(Section("Effect of each design-space switch", effect_parts))
+    if config.get("dataset_comparisons"):
+        sections.append(_dataset_section(main, config["dataset_comparisons"], protocol))
     if not probes.empty:
         sections.append(_probe_section(probes))
     sections.append(Section("Protocols and budgets", [("list", stats.protocol_statement(main, runs))]))
     return meta, sections
+
+
+def _dataset_section(main: pd.DataFrame, comparisons: list[list[str]], protocol: str) -> Section:
+    effects = stats.dataset_effects(main, comparisons, protocol)
+    return Section("Effect of the pretraining data", [
+        ("text", "Paired difference variant − baseline pretraining dataset over matched (method, seed, task) "
+                 "cells, 95 % Student-t and percentile-bootstrap intervals, and ViRB's one-way ANOVA of each "
+                 "task's scores grouped by dataset (F, p)."),
+        ("table", effects.set_index(["baseline", "variant", "task"]) if not effects.empty
+         else pd.DataFrame({"note": ["no comparable dataset pairs"]}))])
 
 
 def _grid_section(cells: pd.DataFrame, meta: dict) -> Section:

@@ -16,7 +16,10 @@ the mean over pretraining seeds. The analyses follow ViRB (Kotar et al.
   the mean correlation of a category's tasks with the reference task;
 - `switch_effects`: paired differences between two methods over matched
   (dataset, seed, task) cells, with a Student-t and a bootstrap interval,
-  labelled with the config keys in which the two methods differ.
+  labelled with the config keys in which the two methods differ, and
+  `switch_effects_by_dataset` the same per pretraining dataset;
+- `dataset_effects`: the same between two pretraining datasets over matched
+  (method, seed, task) cells, with ViRB's one-way ANOVA per task.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from scipy import stats
 from augbench.config import changed_keys
 
 ENCODER = ["method", "pretrain_dataset"]
+NAN = float("nan")
 LOWER_IS_BETTER = ("mae", "rmse", "mse", "error", "loss", "angular_error")
 
 
@@ -181,24 +185,97 @@ def switch_effects(
     resamples of the pairs (scipy.stats.bootstrap). Both are NaN below 2 pairs.
     """
     rows = select_protocol(results, protocol)
-    keys = ["pretrain_dataset", "seed", "task", "protocol", "metric"]
     out = []
     for baseline, variant in comparisons:
-        a = rows[rows["method"] == baseline].set_index(keys)["value"]
-        b = rows[rows["method"] == variant].set_index(keys)["value"]
-        paired = pd.concat({"baseline": a, "variant": b}, axis=1).dropna().reset_index()
+        paired = _paired(rows, "method", baseline, variant)
         if paired.empty:
             continue
-        paired["difference"] = paired["variant"] - paired["baseline"]
         switches = ", ".join(method_switches(configs or {}, baseline, variant)) or "—"
-        groups = [("all tasks", paired), *paired.groupby("task", sort=False)]
-        for task, group in groups:
-            low, high = _t_interval(group["difference"].to_numpy(), confidence)
-            boot_low, boot_high = _bootstrap_interval(group["difference"].to_numpy(), confidence, resamples, seed)
+        for task, group in [("all tasks", paired), *paired.groupby("task", sort=False)]:
             out.append({"baseline": baseline, "variant": variant, "switches": switches, "task": task,
-                        "pairs": len(group), "mean_difference": group["difference"].mean(),
-                        "t_low": low, "t_high": high, "bootstrap_low": boot_low, "bootstrap_high": boot_high})
+                        **_difference(group["difference"].to_numpy(), confidence, resamples, seed)})
     return pd.DataFrame(out)
+
+
+def switch_effects_by_dataset(
+    results: pd.DataFrame,
+    comparisons: Sequence[Sequence[str]],
+    protocol: str | None = "linear",
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """switch_effects over all tasks, one row per pretraining dataset: whether a switch's effect depends on the
+    data (the 'Critical Factors' study: the asymmetric predictor helps on balanced data and can hurt on
+    long-tailed data)."""
+    rows = select_protocol(results, protocol)
+    out = []
+    for baseline, variant in comparisons:
+        paired = _paired(rows, "method", baseline, variant)
+        for dataset, group in paired.groupby("pretrain_dataset", sort=False):
+            out.append({"baseline": baseline, "variant": variant, "pretrain_dataset": dataset,
+                        **_difference(group["difference"].to_numpy(), confidence, resamples, seed)})
+    return pd.DataFrame(out)
+
+
+def dataset_effects(
+    results: pd.DataFrame,
+    comparisons: Sequence[Sequence[str]],
+    protocol: str | None = "linear",
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """What the pretraining data does: variant − baseline dataset per task, matched on (method, seed, task).
+
+    Beside switch_effects' paired difference and intervals, each task gets
+    ViRB's one-way ANOVA of the task's scores grouped by pretraining dataset
+    (F and p, scipy.stats.f_oneway; NaN below 2 scores per dataset or when
+    no score varies). ViRB found log-unbalanced ImageNet subsets about as
+    good as balanced ones of the same size: a large p on every task.
+    """
+    rows = select_protocol(results, protocol)
+    out = []
+    for baseline, variant in comparisons:
+        paired = _paired(rows, "pretrain_dataset", baseline, variant)
+        if paired.empty:
+            continue
+        for task, group in [("all tasks", paired), *paired.groupby("task", sort=False)]:
+            # Per task only: one ANOVA over tasks of different scales would mix their units.
+            per_task = task != "all tasks"
+            f, p = _anova(group["baseline"].to_numpy(), group["variant"].to_numpy()) if per_task else (NAN, NAN)
+            out.append({"baseline": baseline, "variant": variant, "task": task,
+                        **_difference(group["difference"].to_numpy(), confidence, resamples, seed),
+                        "anova_f": f, "anova_p": p})
+    return pd.DataFrame(out)
+
+
+# The keys that identify one score; a comparison along one of them matches the scores on all the others.
+SCORE_KEYS = ["method", "pretrain_dataset", "seed", "task", "protocol", "metric"]
+
+
+def _paired(rows: pd.DataFrame, along: str, baseline: str, variant: str) -> pd.DataFrame:
+    """The scores of `baseline` and `variant` (values of column `along`) side by side, matched on the other keys,
+    with their difference."""
+    keys = [key for key in SCORE_KEYS if key != along]
+    a = rows[rows[along] == baseline].set_index(keys)["value"]
+    b = rows[rows[along] == variant].set_index(keys)["value"]
+    paired = pd.concat({"baseline": a, "variant": b}, axis=1).dropna().reset_index()
+    return paired.assign(difference=paired["variant"] - paired["baseline"])
+
+
+def _difference(differences: np.ndarray, confidence: float, resamples: int, seed: int) -> dict:
+    low, high = _t_interval(differences, confidence)
+    boot_low, boot_high = _bootstrap_interval(differences, confidence, resamples, seed)
+    return {"pairs": len(differences), "mean_difference": differences.mean(),
+            "t_low": low, "t_high": high, "bootstrap_low": boot_low, "bootstrap_high": boot_high}
+
+
+def _anova(baseline: np.ndarray, variant: np.ndarray) -> tuple[float, float]:
+    if min(len(baseline), len(variant)) < 2 or np.ptp(np.concatenate([baseline, variant])) == 0:
+        return NAN, NAN
+    result = stats.f_oneway(baseline, variant)
+    return float(result.statistic), float(result.pvalue)
 
 
 def _t_interval(differences: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -48,6 +48,7 @@ def test_html_report_is_self_contained_with_tables_and_png_figures(report):
     assert page.external == []  # nothing to fetch: no scripts, stylesheets or linked images
     for section in SECTIONS:
         assert section in page.headings
+    assert "Effect of the pretraining data" not in page.headings  # the synthetic study names no dataset pairs
     assert page.tables >= 8
     assert len(page.images) == 3  # reference scatter, correlation heatmap, probe cosine per depth
     for source in page.images:
@@ -60,6 +61,7 @@ def test_html_tables_carry_the_analysis(report):
     text = report[0].read_text()
     assert "moco_v2 · photo" in text  # results table column
     assert "method.negatives, method.predictor.enabled" in text  # the switch between moco_v2 and byol
+    assert "The same over all tasks, per pretraining dataset" in text
     assert re.search(r"<th>hue</th>\s*<td>9</td>\s*<td>-1.00</td>", text)  # 9 encoders, rho = -1 vs shape
     assert "18 of 18 cells finished" in text
 
@@ -72,6 +74,18 @@ def test_markdown_report_links_figures_written_beside_it(report):
     for link in links:
         assert (markdown_path.parent / link).read_bytes().startswith(PNG_MAGIC)
     assert "| hue " in markdown and "## Protocols and budgets" in markdown
+
+
+def test_dataset_comparisons_add_the_pretraining_data_section(filled_store):
+    import yaml
+
+    config = yaml.safe_load(filled_store.meta()["config"])
+    filled_store.set_meta(config=yaml.safe_dump({**config, "dataset_comparisons": [["digits", "photo"]]}))
+    html_path, _ = write_report(filled_store.path.parent)
+    page = _Collector()
+    page.feed(html_path.read_text())
+    assert "Effect of the pretraining data" in page.headings
+    assert "anova_p" in html_path.read_text()
 
 
 def test_report_command_writes_both_files(filled_store, tmp_path):

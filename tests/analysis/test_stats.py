@@ -95,6 +95,34 @@ def test_switch_effects_are_paired_differences_with_a_t_interval(filled_store, r
     assert effects.loc["all tasks", "pairs"] == len(differences) * len(TASKS)
 
 
+def test_switch_effects_by_dataset_split_the_pairs_by_pretraining_data(results):
+    effects = stats.switch_effects_by_dataset(results, [["moco_v2", "byol"]]).set_index("pretrain_dataset")
+    assert list(effects.index) == list(DATASETS)
+    for dataset in DATASETS:
+        differences = np.array([expected_value("byol", dataset, s, t) - expected_value("moco_v2", dataset, s, t)
+                                for s in SEEDS for t in TASKS])
+        assert effects.loc[dataset, "pairs"] == len(differences)
+        assert effects.loc[dataset, "mean_difference"] == pytest.approx(differences.mean())
+
+
+def test_dataset_effects_pair_methods_and_seeds_and_run_virbs_anova_per_task(results):
+    effects = stats.dataset_effects(results, [["digits", "photo"]], "linear").set_index("task")
+    for task in ("shape", "hue"):
+        baseline = np.array([expected_value(m, "digits", s, task) for m in METHODS for s in SEEDS])
+        variant = np.array([expected_value(m, "photo", s, task) for m in METHODS for s in SEEDS])
+        row = effects.loc[task]
+        assert row["pairs"] == len(baseline)
+        assert row["mean_difference"] == pytest.approx((variant - baseline).mean())
+        f, p = scipy_stats.f_oneway(baseline, variant)
+        assert (row["anova_f"], row["anova_p"]) == pytest.approx((f, p))
+    # The synthetic photo encoders are 10 points better at shape and 10 worse at hue; mask is noise.
+    assert effects.loc["shape", "t_low"] > 5 and effects.loc["hue", "t_high"] < -5
+    assert effects.loc["shape", "anova_p"] < 1e-3 and effects.loc["mask", "anova_p"] > effects.loc["shape", "anova_p"]
+    assert effects.loc["all tasks", "pairs"] == len(METHODS) * len(SEEDS) * len(TASKS)
+    assert np.isnan(effects.loc["all tasks", "anova_f"])
+    assert stats.dataset_effects(results, [["digits", "nowhere"]]).empty
+
+
 def test_changed_keys_lists_nested_differences():
     old = {"method": {"negatives": "queue", "projector": {"bn": False}}, "seed": 0}
     new = {"method": {"negatives": "none", "projector": {"bn": True}}, "seed": 0, "extra": 1}
