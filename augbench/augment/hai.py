@@ -9,7 +9,8 @@ runs with "no change" parameters (probability 0, a crop of the whole image),
 so every view records every op's parameters and a shallow pair differs only
 in the augmentations assigned to it. An augmentation assigned to no stage
 (`None`, or absent) is left out of every pair. The paper's "uniform" ablation
-is the assignment of every augmentation to the first stage.
+is the assignment of every augmentation to the first stage; its "hierarchical
+strength" ablation adds per-stage `strengths` (see `weakened`).
 """
 
 from __future__ import annotations
@@ -64,14 +65,37 @@ def left_out(op: Op) -> Op:
     return op
 
 
-def stage_pipeline(ops: Sequence[Op], assignment: Mapping[str, int | None], stage: int) -> Pipeline:
-    """The pipeline of one stage's views: the ops assigned to stages ≤ `stage`, the others left out."""
+def weakened(op: Op, strength: float) -> Op:
+    """A copy of `op` at `strength` ∈ (0, 1] of its full strength: colour jitter's four magnitudes and the crop's
+    missing area (1 − its minimum scale) scale with it, every other op's probability does.
+
+    For the paper's "hierarchical strength" ablation, in which every stage
+    sees every augmentation, weaker toward the shallow stages. The paper does
+    not say how it weakens each augmentation; this is augbench's stand-in.
+    """
+    op = copy.copy(op)
+    if isinstance(op, RandomResizedCrop):
+        low, high = op.scale
+        op.scale = (min(high, 1 - strength * (1 - low)), high)
+    elif isinstance(op, ColorJitter):
+        op.brightness, op.contrast, op.saturation, op.hue = (
+            strength * magnitude for magnitude in (op.brightness, op.contrast, op.saturation, op.hue))
+    else:
+        op.p = strength * op.p
+    return op
+
+
+def stage_pipeline(ops: Sequence[Op], assignment: Mapping[str, int | None], stage: int,
+                   strength: float = 1.0) -> Pipeline:
+    """The pipeline of one stage's views: the ops assigned to stages ≤ `stage` at `strength`, the others left
+    out."""
 
     def applies(op: Op) -> bool:
         assigned = assignment.get(op.name)
         return assigned is not None and assigned <= stage
 
-    return Pipeline([op if applies(op) else left_out(op) for op in ops])
+    return Pipeline([(op if strength == 1 else weakened(op, strength)) if applies(op) else left_out(op)
+                     for op in ops])
 
 
 def hai_views(
@@ -79,12 +103,14 @@ def hai_views(
     assignment: Mapping[str, int | None] = DEFAULT_ASSIGNMENT,
     stages: Sequence[int] = (1, 2, 3, 4),
     crop_scale: tuple[float, float] = (0.2, 1.0),
+    strengths: Sequence[float] = (),
 ) -> Recipe:
-    """Views [stage s₁ view 1, stage s₁ view 2, stage s₂ view 1, …]: two independent draws per stage."""
+    """Views [stage s₁ view 1, stage s₁ view 2, stage s₂ view 1, …]: two independent draws per stage, at
+    `strengths` (one per stage; empty: full strength everywhere)."""
     ops = hai_ops(size, crop_scale)
     pipelines = []
-    for stage in stages:
-        pipeline = stage_pipeline(ops, assignment, stage)
+    for index, stage in enumerate(stages):
+        pipeline = stage_pipeline(ops, assignment, stage, strengths[index] if strengths else 1.0)
         pipelines += [pipeline, pipeline]
     return Recipe("hai", pipelines)
 

@@ -71,13 +71,16 @@ class ExpandedViewsConfig:
 @dataclass
 class HAIConfig:
     """`assignment` maps each augmentation to the shallowest stage whose pair applies it (null: to none);
-    `stages` lists the taps; `crop_scale` is the crop's area range."""
+    `stages` lists the taps; `crop_scale` is the crop's area range; `strengths` (one per stage, in (0, 1];
+    empty: all 1) weakens each stage's augmentations (`augment.hai.weakened`), the paper's "hierarchical
+    strength" ablation."""
 
     name: str = "hai"
     stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     assignment: dict[str, int | None] = field(default_factory=lambda: dict(DEFAULT_ASSIGNMENT))
     crop_scale: tuple[float, float] = (0.2, 1.0)
     loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    strengths: list[float] = field(default_factory=list)
     embedding: ExpandedViewsConfig = field(default_factory=ExpandedViewsConfig)
     base_method: SiameseConfig = field(default_factory=SiameseConfig)
 
@@ -96,12 +99,15 @@ class HAIConfig:
             raise ValueError(f"crop_scale={list(self.crop_scale)}: need 0 < min ≤ max ≤ 1")
         if len(self.loss_weights) != len(self.stages):
             raise ValueError(f"loss_weights={self.loss_weights}: expected one weight per stage of {self.stages}")
+        if self.strengths and (len(self.strengths) != len(self.stages) or not all(0 < s <= 1 for s in self.strengths)):
+            raise ValueError(f"strengths={self.strengths}: expected one strength in (0, 1] per stage of {self.stages}, "
+                             "or none")
         missing = [stage for stage in self.embedding.stages if stage not in self.stages]
         if missing:
             raise ValueError(f"embedding.stages={self.embedding.stages}: {missing} not in stages={self.stages}")
 
     def views(self, image_size: int) -> Recipe:
-        return hai_views(image_size, self.assignment, self.stages, self.crop_scale)
+        return hai_views(image_size, self.assignment, self.stages, self.crop_scale, self.strengths)
 
 
 class StageBranch(nn.Module):

@@ -4,6 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from augbench.augment.hai import hai_ops, weakened
 from augbench.augment.recipes import AugmentConfig, build_recipe
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
@@ -140,6 +141,32 @@ def test_the_uniform_ablation_applies_the_whole_pipeline_at_every_stage():
     views = _views(config, batch=64)
     for op in ("grayscale", "flip"):  # assigned to stages 2 and 4 in the hierarchy
         assert all(view.params[op]["applied"].any() for view in views), op
+
+
+def test_a_weakened_op_scales_its_magnitudes_or_its_probability():
+    crop, jitter, grayscale, blur, flip, rotate = hai_ops(32, crop_scale=(0.2, 1.0))
+    assert weakened(crop, 0.25).scale == pytest.approx((0.8, 1.0))  # a quarter of the missing area
+    weak_jitter = weakened(jitter, 0.5)
+    assert (weak_jitter.brightness, weak_jitter.contrast, weak_jitter.saturation, weak_jitter.hue, weak_jitter.p) == \
+        pytest.approx((0.2, 0.2, 0.2, 0.05, 0.8))
+    for op in (grayscale, blur, flip, rotate):
+        assert weakened(op, 0.5).p == pytest.approx(op.p / 2)
+    assert jitter.brightness == 0.4 and crop.scale == (0.2, 1.0)  # the originals are untouched
+
+
+def test_hierarchical_strength_weakens_the_shallow_stages_pairs():
+    uniform, _ = load_config(shipped_config("methods/hai_simsiam_uniform.yaml"))
+    strength, _ = load_config(shipped_config("methods/hai_simsiam_strength.yaml"))
+    assert replace(strength.method, strengths=[]) == uniform.method
+    _, config = _method("hai_simsiam_strength")
+    views = _views(config, batch=64)
+    shallow, deep = views[0].params, views[6].params
+    assert (shallow["color_jitter"]["factors"][:, 0] - 1).abs().max() <= 0.1 + 1e-6  # brightness 0.4 × 0.25
+    assert (deep["color_jitter"]["factors"][:, 0] - 1).abs().max() > 0.1
+    box = shallow["crop"]["box"]
+    assert ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).min() > 0.75  # scale ≥ 1 − 0.25 · 0.8
+    with pytest.raises(ConfigError, match=r"strengths=\[0.5\]: expected one strength in \(0, 1\] per stage"):
+        load_config(shipped_config("methods/hai_simsiam.yaml"), ["method.strengths=[0.5]"])
 
 
 def test_the_encoder_is_the_backbone():
