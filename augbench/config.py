@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from augbench.errors import ConfigError
 
@@ -142,6 +142,10 @@ def _composed_name(key: str, merged: DictConfig, sources: Sequence[Source]) -> t
 def _to_object(config: DictConfig, where: str) -> Any:
     try:
         return OmegaConf.to_object(config)
+    except MissingMandatoryValue as error:
+        # OmegaConf's own message names the dataclass; a user needs the key to set.
+        raise ConfigError(f"{where}: {error.key} is not set and has no default: give it in a config file or as "
+                          f"{error.full_key}=VALUE") from None
     except (ValueError, TypeError, OmegaConfBaseException) as error:
         raise ConfigError(f"{where}: {_first_line(error)}") from None
 

@@ -90,3 +90,9 @@ def test_the_scaling_and_checkpoint_keys_are_validated():
         load_config(overrides=["trainer.sync_batchnorm=sometimes"])
     with pytest.raises(ConfigError, match=r"command line: trainer.collapse_treshold: Key 'collapse_treshold' not in"):
         load_config(overrides=["trainer.collapse_treshold=0.1"])
+
+
+def test_a_mandatory_key_left_unset_is_named_with_the_override_that_sets_it():
+    with pytest.raises(ConfigError, match=r"command line: data: path is not set and has no default: give it in a "
+                                          r"config file or as data\.path=VALUE$"):
+        load_config(overrides=["data.name=cifar10"])
