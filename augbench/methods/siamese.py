@@ -124,7 +124,7 @@ def keys_to_enqueue(config: SiameseConfig, keys: dict[int, Tensor], pairs: list[
     picks what the uninterrupted one would.
     """
     views = [j for _, j in pairs]
-    if config.enqueue == "one_view":
+    if config.enqueue == "one_view" and len(views) > 1:  # one-way MoCo has one view to push and draws nothing
         views = [views[int(torch.randint(len(views), ()))]]
     return torch.cat([gather_no_grad(keys[j]) for j in views])
 

@@ -123,6 +123,16 @@ def test_symmetric_moco_enqueues_one_views_keys_per_step_drawn_by_the_seed():
     assert _enqueued_views(again, steps=12) == enqueued
 
 
+def test_one_way_moco_enqueues_without_drawing_from_the_global_generator():
+    method, _ = _method("moco_v2")
+    views = _views()
+    torch.manual_seed(0)
+    method(views)
+    after_step = torch.get_rng_state()
+    torch.manual_seed(0)
+    assert torch.equal(torch.get_rng_state(), after_step)  # the step left torch's global generator where it was
+
+
 def test_an_unknown_enqueue_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"moco_v2\.yaml.*method: enqueue='both': expected one of"):
         _method("moco_v2", "method.enqueue=both")
