@@ -90,8 +90,8 @@ def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
                 "95 % Student-t and percentile-bootstrap intervals (NaN below 2 pairs).")]
     effect_parts.append(("table", effects.set_index(["baseline", "variant", "task"]) if not effects.empty
                          else pd.DataFrame({"note": ["no comparable method pairs"]})))
-    by_dataset = stats.switch_effects_by_dataset(main, comparisons, protocol)
-    if main["pretrain_dataset"].nunique() > 1 and not by_dataset.empty:
+    if main["pretrain_dataset"].nunique() > 1 and not effects.empty:
+        by_dataset = stats.switch_effects_by_dataset(main, comparisons, protocol)
         effect_parts += [("text", "The same over all tasks, per pretraining dataset: whether a switch's effect "
                                   "depends on the data."),
                          ("table", by_dataset.set_index(["baseline", "variant", "pretrain_dataset"]))]

@@ -115,7 +115,7 @@ def reference_correlations(matrix: pd.DataFrame, reference: str) -> pd.DataFrame
 def _correlation(function, pair: pd.DataFrame) -> tuple[float, float]:
     # Fewer than 3 encoders or a constant column has no defined correlation; NaN says so in the table.
     if len(pair) < 3 or pair.iloc[:, 0].nunique() < 2 or pair.iloc[:, 1].nunique() < 2:
-        return float("nan"), float("nan")
+        return NAN, NAN
     result = function(pair.iloc[:, 0], pair.iloc[:, 1])
     return float(result[0]), float(result[1])
 
@@ -280,7 +280,7 @@ def _anova(baseline: np.ndarray, variant: np.ndarray) -> tuple[float, float]:
 
 def _t_interval(differences: np.ndarray, confidence: float) -> tuple[float, float]:
     if len(differences) < 2:
-        return float("nan"), float("nan")
+        return NAN, NAN
     mean, sem = differences.mean(), stats.sem(differences)
     if sem == 0:
         return float(mean), float(mean)
@@ -290,7 +290,7 @@ def _t_interval(differences: np.ndarray, confidence: float) -> tuple[float, floa
 
 def _bootstrap_interval(differences: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float]:
     if len(differences) < 2 or np.ptp(differences) == 0:
-        value = float(differences.mean()) if len(differences) >= 2 else float("nan")
+        value = float(differences.mean()) if len(differences) >= 2 else NAN
         return value, value
     result = stats.bootstrap((differences,), np.mean, confidence_level=confidence, n_resamples=resamples,
                              method="percentile", random_state=np.random.default_rng(seed))
