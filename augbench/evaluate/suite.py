@@ -48,6 +48,7 @@ from augbench.evaluate.metrics import METRICS, PIXEL_TARGETS, TARGETS
 from augbench.evaluate.probes import ProbeConfig
 from augbench.evaluate.protocols import FewShotConfig, KNNConfig, LinearConfig, MLPConfig
 from augbench.evaluate.training import FinetuneConfig, SGDLinearConfig
+from augbench.models.external import is_external, parse_spec
 
 PROTOCOLS = ("knn", "linear", "mlp", "sgd_linear", "finetune", "fewshot", "dense", "probe")
 KINDS = ("standard", "long_tailed", "background_shift", "corruptions", "few_shot", "crop_pair", "invariance")
@@ -211,12 +212,16 @@ def _check_disk_path(dataset: Any, where: Path) -> None:
 
 def _check_norm_rescale_reference(spec: str, where: Path) -> None:
     """The reference encoder's file, checked when the suite loads rather than when fine-tuning's turn comes."""
-    if not spec or spec.startswith(("torchvision:", "timm:")):  # named models carry no file
+    if not spec:
         return
-    file = Path(spec.rpartition("@")[2]).expanduser()  # ARCH@FILE or a plain path
-    if not file.exists():
+    try:
+        if is_external(spec):
+            parse_spec(spec)  # a named model carries no file; ARCH@FILE's file must exist
+        elif not Path(spec).exists():
+            raise FileNotFoundError(spec)
+    except FileNotFoundError:
         raise ConfigError(f"{where}: finetune.norm_rescale={spec}: no such file or run directory (the reference "
-                          "encoder whose tensor norms the fine-tuned copy takes)")
+                          "encoder whose tensor norms the fine-tuned copy takes)") from None
 
 
 def protocol_config(suite: SuiteConfig, task: TaskConfig, protocol: str, where: str = "") -> Any:

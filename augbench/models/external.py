@@ -140,7 +140,7 @@ def load_external(spec: str | Path, strict: bool = True) -> ExternalEncoder:
     randomly initialised and are listed in the report) instead of failing.
     """
     text = str(spec)
-    architecture, file = _parse_spec(text)
+    architecture, file = parse_spec(text)
     if file is None:
         encoder, config = _build(architecture, {})
         report = LoadReport(text, architecture)
@@ -157,7 +157,7 @@ def load_external(spec: str | Path, strict: bool = True) -> ExternalEncoder:
     return ExternalEncoder(encoder.eval(), config, report)
 
 
-def _parse_spec(text: str) -> tuple[str, Path | None]:
+def parse_spec(text: str) -> tuple[str, Path | None]:
     """(architecture or "" to infer it, checkpoint file or None for random weights)."""
     if Path(text).is_file():
         return "", Path(text)

@@ -66,11 +66,18 @@ def test_finetuning_starts_from_the_rescaled_copy_of_the_encoder(tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())  # the caller's encoder
 
 
-def test_a_missing_reference_is_refused_when_the_suite_loads(tmp_path):
+def _suite_with_reference(tmp_path, reference: str):
     task = {"name": "t", "dataset": {"name": "shapes_world", "image_size": 16}, "label": "shape",
-            "protocols": ["finetune"], "protocol_settings": {"finetune": {"norm_rescale": str(tmp_path / "nowhere")}}}
+            "protocols": ["finetune"], "protocol_settings": {"finetune": {"norm_rescale": reference}}}
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(task))
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump({"name": "s", "tasks": ["t.yaml"]}))
-    with pytest.raises(ConfigError, match=r"t.yaml: finetune.norm_rescale=.*nowhere: no such file or run directory"):
-        load_suite(suite)
+    return suite
+
+
+@pytest.mark.parametrize("reference", ["nowhere", "resnet18@nowhere.pth"])
+def test_a_missing_reference_is_refused_when_the_suite_loads(tmp_path, reference):
+    with pytest.raises(ConfigError, match=rf"t.yaml: finetune.norm_rescale=.*{reference}: no such file or run"):
+        load_suite(_suite_with_reference(tmp_path, str(tmp_path / reference)))
+    _, tasks = load_suite(_suite_with_reference(tmp_path, "torchvision:resnet18"))  # a named model has no file
+    assert tasks[0].protocol_settings["finetune"]["norm_rescale"] == "torchvision:resnet18"
