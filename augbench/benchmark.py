@@ -187,6 +187,21 @@ def plan(path: str | Path, small: bool = False, overrides: Sequence[str] = ()) -
     return Grid(config, path, directory, cells, runs, suites, categories, small)
 
 
+def plan_summary(grid: Grid) -> pd.DataFrame:
+    """One row per pretraining run of the grid (runs/<method>__<dataset>__seed<seed>): what it trains and how far
+    its run directory has got."""
+    rows = []
+    for name, run in grid.runs.items():
+        method, dataset, _ = name.split("__")
+        status = read_status(run.run_dir) or {}
+        steps = status.get("steps")
+        state = status.get("state", "not started") + (f" ({steps} steps)" if steps is not None else "")
+        rows.append({"method": method, "dataset": dataset, "seed": run.seed,
+                     "model": f"{run.model.name} ×{run.model.width}", "epochs": run.trainer.max_epochs,
+                     "batch": run.trainer.batch_size, "state": state})
+    return pd.DataFrame(rows)
+
+
 def _method_path(label: str, entry: MethodEntry, benchmark: Path) -> Path:
     return _config_path("methods", entry.config or label, f"methods.{label}", benchmark)
 

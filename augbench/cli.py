@@ -67,9 +67,16 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from augbench.analysis.tables import benchmark_table
-    from augbench.benchmark import run_benchmark
+    from augbench.analysis.tables import benchmark_table, frame_table
+    from augbench.benchmark import plan, plan_summary, run_benchmark
 
+    if args.plan:
+        grid = plan(args.config, small=args.small, overrides=args.overrides)
+        console.print(frame_table(plan_summary(grid), title=f"{grid.config.name}: pretraining runs"))
+        stored = "a results store" if grid.store_path.is_file() else "no results store yet"
+        console.print(f"{len(grid.runs)} runs × {len(grid.suites)} suites ({', '.join(grid.suites)}) = "
+                      f"{len(grid.cells)} cells in {grid.directory} ({stored}). Nothing was run.")
+        return
     result = run_benchmark(args.config, small=args.small, overrides=args.overrides, device=args.device,
                            max_cells=args.max_cells, console=console)
     if not result.results.empty:
@@ -139,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--small", action="store_true", help="merge the config's `small:` section (CPU size)")
     bench.add_argument("--device", help="evaluation device (default: cuda if available)")
     bench.add_argument("--max-cells", type=int, help="stop after running this many cells")
+    bench.add_argument("--plan", action="store_true", help="check the grid and list its runs, each with its state "
+                       "on disk, without running anything")
     bench.add_argument("overrides", nargs="*", help="dot-list overrides of the benchmark config, e.g. seeds=[0]")
     bench.set_defaults(run=_benchmark)
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from augbench.analysis.store import ResultsStore, load_results
-from augbench.benchmark import load_benchmark, plan, run_benchmark, task_category
+from augbench.benchmark import load_benchmark, plan, plan_summary, run_benchmark, task_category
 from augbench.errors import ConfigError
 from tests.conftest import REPO
 
@@ -77,6 +77,21 @@ def test_a_bad_method_override_or_dataset_names_its_entry(grid):
     _edit(grid, methods={"moco_v2": {}}, datasets={"photo": {"backgrounds": ["photo"]}})
     with pytest.raises(ConfigError, match=r"datasets\.photo: expected a data section with a `name`"):
         plan(grid)
+
+
+def test_the_plan_lists_each_run_with_its_state_and_runs_nothing(grid, tmp_path, capsys):
+    from augbench.cli import main
+
+    _edit(grid, seeds=[0, 1])
+    assert main(["benchmark", str(grid), "--plan"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 runs × 1 suites (tiny) = 2 cells" in out and "no results store yet" in out
+    assert not (tmp_path / "bench").exists()
+    assert list(plan_summary(plan(grid))["state"]) == ["not started"] * 2
+    run_benchmark(grid, max_cells=1)
+    summary = plan_summary(plan(grid))
+    assert list(summary["state"]) == ["finished (2 steps)", "not started"]
+    assert list(summary[["method", "dataset", "seed", "epochs", "batch"]].iloc[0]) == ["moco_v2", "photo", 0, 1, 16]
 
 
 def test_comparisons_name_labels_of_the_grid(grid):

@@ -63,3 +63,13 @@ def benchmark_table(results: pd.DataFrame, title: str | None = None) -> Table:
     for label, row in cells.iterrows():
         table.add_row(str(label), *[v if isinstance(v, str) else "" for v in row])
     return table
+
+
+def frame_table(frame: pd.DataFrame, title: str | None = None) -> Table:
+    """A rich table of a DataFrame's rows as they are."""
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(value) for value in row))
+    return table
