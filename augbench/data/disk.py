@@ -119,13 +119,22 @@ class Stl10Config(DiskConfig):
 
 @dataclass
 class ImageFolderConfig(DiskConfig):
-    """A tree `path/CLASS/IMAGE` (e.g. ImageNet-100). If `path/train_dir` and `path/test_dir` exist
+    """A tree `path/CLASS/IMAGE` (e.g. ImageNet). If `path/train_dir` and `path/test_dir` exist
     (ImageNet's `train/` and `val/`), they are the train and test splits; otherwise `path` itself is
-    the tree and both held-out splits are carved from it."""
+    the tree and both held-out splits are carved from it. `classes`: the class folders to read (labels
+    in their sorted order, as a tree of only those folders gives), e.g. configs/data/imagenet100.yaml's
+    100 from a full ImageNet tree, without a copy; empty, every folder."""
 
     name: str = "imagefolder"
     train_dir: str = "train"
     test_dir: str = "val"
+    classes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        super().__post_init__()
+        repeated = sorted({name for name in self.classes if self.classes.count(name) > 1})
+        if repeated:
+            raise ValueError(f"classes: {repeated} listed more than once")
 
 
 @dataclass
@@ -354,9 +363,27 @@ def _list_stl10(config: Stl10Config) -> _Listing:
     return _Listing({"train": train, "val": val, "test": test}, {"class": list(classes)})
 
 
-def _image_folder_samples(directory: Path, config: DiskConfig) -> tuple[_Samples, list[str]]:
+class _ChosenClasses(tvd.ImageFolder):
+    """torchvision's ImageFolder over only the class folders `classes` (all of them when empty): the others are
+    never listed, which matters when 100 classes are read from ImageNet's 1,000."""
+
+    def __init__(self, root: Path, classes: list[str]):
+        self.chosen = sorted(classes)
+        super().__init__(str(root), loader=str)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        if not self.chosen:
+            return super().find_classes(directory)
+        missing = [name for name in self.chosen if not (Path(directory) / name).is_dir()]
+        if missing:
+            raise DataError(f"{directory}: no folder for {len(missing)} of data.classes' {len(self.chosen)} "
+                            f"classes, e.g. {_preview(missing)}")
+        return self.chosen, {name: index for index, name in enumerate(self.chosen)}
+
+
+def _image_folder_samples(directory: Path, config: ImageFolderConfig) -> tuple[_Samples, list[str]]:
     try:
-        folder = tvd.ImageFolder(str(directory), loader=str)
+        folder = _ChosenClasses(directory, config.classes)
     except FileNotFoundError as error:  # torchvision: "Couldn't find any class folder" / "Found no valid file"
         raise DataError(f"data.path={config.path}: {error} (expected {directory}/CLASS/IMAGE files)") from None
     files = [Path(path) for path, _ in folder.samples]

@@ -150,6 +150,34 @@ def test_imagefolder_with_train_and_val_folders(tmp_path):
     assert len(splits["test"]) == 6 and len(splits["train"]) + len(splits["val"]) == 15
 
 
+def test_imagefolder_reads_only_the_chosen_class_folders(tmp_path):
+    write_tree(tmp_path / "train")
+    write_tree(tmp_path / "val", per_class=(2, 2, 2), suffix="jpg")
+    config = ImageFolderConfig(path=str(tmp_path), image_size=8, classes=["class_2", "class_0"])
+    splits = _load_all(config)
+    for dataset in splits.values():
+        assert dataset.classes["class"] == ["class_0", "class_2"]  # sorted, as a tree of just these folders gives
+        # label 0 is class_0's colour and label 1 class_2's: class_1's images are never read
+        assert np.array_equal(np.array([0, 2])[dataset.labels["class"].numpy()], _class_of(dataset.images))
+    assert len(splits["test"]) == 4 and len(splits["train"]) + len(splits["val"]) == 5 + 4
+    with pytest.raises(DataError, match=r"train: no folder for 1 of data.classes' 2 classes, e.g. \['class_9'\]"):
+        load_from_disk(ImageFolderConfig(path=str(tmp_path), classes=["class_0", "class_9"]), "train")
+    with pytest.raises(ValueError, match=r"classes: \['class_0'\] listed more than once"):
+        ImageFolderConfig(path=str(tmp_path), classes=["class_0", "class_0"])
+
+
+def test_imagenet100_is_cmcs_hundred_classes_read_from_a_full_tree(tmp_path):
+    config, _ = load_config([shipped_config("methods/looc.yaml"), shipped_config("data/imagenet100.yaml")],
+                            [f"data.path={tmp_path}", "data.image_size=8"])
+    wnids = config.data.classes
+    assert isinstance(config.data, ImageFolderConfig) and len(set(wnids)) == 100
+    assert wnids[0] == "n02869837" and wnids[-1] == "n02090622"  # CMC's imagenet100.txt, first and last line
+    for split in ("train", "val"):
+        for wnid in [*wnids, "n01440764", "n15075141"]:  # two of ImageNet's classes outside the hundred
+            solid_image(tmp_path / split / wnid / "0.png", PALETTE[0], (12, 12))
+    assert load_split(config.data, "test").classes["class"] == sorted(wnids)
+
+
 def test_imagefolder_single_tree_is_carved_stratified_and_reproducibly(tmp_path):
     write_tree(tmp_path, per_class=(10, 10, 10))
     config = ImageFolderConfig(path=str(tmp_path), image_size=8, val_fraction=0.2, test_fraction=0.3)
