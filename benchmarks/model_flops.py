@@ -16,8 +16,11 @@ so `torch.mm` alone understates the peak and lets the step exceed 100 %.
 For the fp32 step it also prints the share of the step's time spent in the
 counted products and their own fraction of the peak: what is left to gain
 outside them is memory traffic (BatchNorm, activations, adds), which thin
-layers have most of per FLOP.
-Prints, last, achieved / fp32 peak of the fp32 step for each width.
+layers have most of per FLOP. The fp32 step runs a second time with its
+backbones compiled, as `trainer.compile_model` trains (compiled before the
+timing, and credited with the eager step's FLOPs, since it multiplies the same
+products), which fuses that traffic.
+Prints, last, achieved / fp32 peak of the eager and the compiled fp32 step for each width.
 Usage: python benchmarks/model_flops.py [--widths 0.25 1.0] [--size 32] [--batch 128]
 """
 
@@ -46,6 +49,7 @@ from augbench.augment.recipes import build_recipe
 from augbench.augment.views import to_float
 from augbench.methods import build_method
 from augbench.models.backbones import build_backbone
+from augbench.train.module import compile_backbones
 from augbench.train.optim import build_optimizer
 
 aten = torch.ops.aten
@@ -73,9 +77,11 @@ def counting(run: Callable[[], object], flops: int) -> Callable[[], int]:
     return counted
 
 
-def training_step(width: float, size: int, batch: int, precision: str):
+def training_step(width: float, size: int, batch: int, precision: str, compiled: bool = False):
     config = augbench_config("moco_v2", size, batch, width)
     model = build_method(config.method, build_backbone(config.model)).to(memory_format=torch.channels_last)
+    if compiled:
+        compile_backbones(model)
     recipe = build_recipe(config.augment, size)
     optimizer = build_optimizer(model, config.optim, batch)
     images = shapes_world_images(batch, size)
@@ -155,16 +161,21 @@ def main() -> None:
     print(machine())
     print(process_memory(args.default_malloc))
     gemms = {"fp32": gemm_runs(torch.float32), "bf16": gemm_runs(torch.bfloat16)}
-    fractions = []
+    fractions = {}
     for width in args.widths:
-        for precision in ("fp32", "bf16"):
-            step = training_step(width, args.size, args.batch, precision)
-            flops = step_flops(step)
+        flops = None
+        for precision, compiled in (("fp32", False), ("fp32", True), ("bf16", False)):
+            step = training_step(width, args.size, args.batch, precision, compiled)
+            # The model's FLOPs, counted on the eager step: the compiled one multiplies the same products.
+            flops = flops or step_flops(step)
+            if compiled:
+                step()  # compiles
             # The peaks are measured in turns with the steps, so that a slow spell of the machine (the same loop
             # 1.6x slower for a minute) slows both sides of the fraction alike instead of landing on one.
             dtypes = ["fp32"] if precision == "fp32" else ["fp32", precision]
             runs = {"step": counting(step, flops)}
-            if precision == "fp32":
+            observe = precision == "fp32" and not compiled  # a dispatch mode around compiled code would recompile it
+            if observe:
                 runs["observed step"], product_seconds = observed(step, flops)
             runs |= {f"{dtype} {name}": run for dtype in dtypes for name, run in gemms[dtype].items()}
             rates = dict(zip(runs, best_rates(list(runs.values()), args.steps)))
@@ -175,19 +186,21 @@ def main() -> None:
                 ) + " GFLOP/s")
             rate = rates["step"]
             own_peak = "" if precision == "fp32" else f", {100 * rate / peaks[precision]:.0f} % of {precision} peak"
-            print(f"ResNet-18 width {width}, {args.size} px, batch {args.batch}, {precision}: "
+            variant = f"{precision}, backbones compiled" if compiled else precision
+            print(f"ResNet-18 width {width}, {args.size} px, batch {args.batch}, {variant}: "
                   f"{flops / 1e9:.1f} GFLOP/step in {flops / rate:.2f} s = {rate / 1e9:.0f} GFLOP/s, "
                   f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak{own_peak}", flush=True)
             if precision == "fp32":
-                fractions.append((width, rate / peaks["fp32"]))
+                fractions[width, compiled] = rate / peaks["fp32"]
+            if observe:
                 products = min(product_seconds)
                 print(f"  of which convolutions and matrix products: {100 * products * rate / flops:.0f} % of the "
                       f"step's time, at {100 * flops / products / peaks['fp32']:.0f} % of fp32 peak; the rest "
                       "(BatchNorm, activations, residual adds, augmentation, optimiser) moves memory rather than "
                       "multiplying", flush=True)
-    print("achieved model FLOP/s / fp32 matmul peak (MoCo v2 step, fp32): "
-          + ", ".join(f"width {width} {100 * fraction:.0f} %" for width, fraction in fractions))
-
+    print("achieved model FLOP/s / fp32 matmul peak (MoCo v2 step, fp32; eager / trainer.compile_model): " + ", ".join(
+        f"width {width} {100 * fractions[width, False]:.0f} % / {100 * fractions[width, True]:.0f} %"
+        for width in args.widths))
 
 if __name__ == "__main__":
     main()

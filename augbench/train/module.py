@@ -21,6 +21,23 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 1_009 + rank
 
 
+def compile_backbones(method: Method) -> list[nn.Module]:
+    """torch.compile the forward of the method's backbone and of its momentum copies, in place; returns them.
+
+    Inductor keeps oneDNN's or cuDNN's convolutions and fuses what lies between
+    them (BatchNorm's statistics and affine map, ReLU, residual adds): passes
+    over memory that take a third of a quarter-width ResNet-18's fp32 step on
+    a CPU. Compiling in place keeps the modules' parameter names, so
+    checkpoints and encoder files are those of an eager run. A new input shape
+    or the switch to eval mode compiles again, once each.
+    """
+    kind = type(method.backbone)
+    backbones = [module for module in method.modules() if type(module) is kind]
+    for backbone in backbones:
+        backbone.compile()
+    return backbones
+
+
 class PretrainModule(L.LightningModule):
     """`batch_size` is the global batch over all devices; it sets the learning rate and the schedule.
 
@@ -30,6 +47,8 @@ class PretrainModule(L.LightningModule):
     training warns once and logs `train/collapsed` = 1 for each such step.
     Checkpoints carry the global RNG states (Python, NumPy, torch, its CUDA device's) of rank 0.
 
+    `compile_model`: see `compile_backbones`.
+
     `online_classifier` (optional) learns the label `online_label` from the
     method's detached `features` at `online_lr` (see `augbench.train.monitor`);
     its loss joins the method's in one backward pass, and since the features
@@ -37,7 +56,7 @@ class PretrainModule(L.LightningModule):
     """
 
     def __init__(self, method: Method, recipe: Recipe, optim: OptimConfig, batch_size: int, steps_per_epoch: int,
-                 seed: int, channels_last: bool = True, collapse_threshold: float = 0.0,
+                 seed: int, channels_last: bool = True, collapse_threshold: float = 0.0, compile_model: bool = False,
                  online_classifier: nn.Linear | None = None, online_label: str = "", online_lr: float = 0.1):
         super().__init__()
         self.method, self.recipe, self.optim = method, recipe, optim
@@ -48,6 +67,8 @@ class PretrainModule(L.LightningModule):
         self.online_classifier, self.online_label, self.online_lr = online_classifier, online_label, online_lr
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
+        if compile_model:
+            compile_backbones(self.method)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if self.trainer is not None and self.trainer.training:

@@ -87,6 +87,11 @@ class TrainerConfig:
     torch.compile'd kernel on CPU images of 64 px and more (15-25 s of
     compilation once per process, then 1.2-1.5x faster augmentation; see
     `augbench.augment.ops.shift_hue`); it too applies to the whole process.
+    `compile_model` runs the backbone and its momentum copies through
+    torch.compile (see `augbench.train.module.compile_backbones`): it fuses
+    BatchNorm, ReLU and residual adds around the convolutions, once per run
+    at its first steps (about a minute on two CPU cores). Methods that run
+    their backbone stage by stage (HAI, LooC++) refuse it.
     """
 
     max_epochs: int = 100
@@ -108,6 +113,7 @@ class TrainerConfig:
     progress_bar: bool = True
     keep_freed_memory: bool = True
     compile_augmentation: bool = True
+    compile_model: bool = False
 
     def __post_init__(self):
         if self.batch_size < 2:
@@ -162,6 +168,10 @@ class PretrainConfig:
         if self.monitor.online_linear and isinstance(self.method, HAIConfig) and self.method.stages[-1] != NUM_STAGES:
             raise ValueError(f"monitor.online_linear=true reads the encoder's features, which HAI computes only with "
                              f"stage {NUM_STAGES} tapped; method.stages={list(self.method.stages)}")
+        stagewise = _runs_backbone_by_stage(self.method)
+        if self.trainer.compile_model and stagewise:
+            raise ValueError(f"trainer.compile_model=true compiles the backbone's forward, which {stagewise} never "
+                             "calls: it runs the backbone stage by stage; set trainer.compile_model=false")
         # LooC's heads (one embedding space per augmentation) and its recipe's keys (one per augmentation) are
         # built from two lists.
         if not isinstance(self.method, LooCConfig):
@@ -177,6 +187,15 @@ class PretrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+def _runs_backbone_by_stage(method) -> str | None:
+    """The setting under which `method` reads the backbone's stages rather than calling its forward, if any."""
+    if isinstance(method, HAIConfig):
+        return "method.name=hai"
+    if isinstance(method, LooCConfig) and method.representation == "looc++":
+        return "method.representation=looc++"
+    return None
 
 
 @dataclass
@@ -327,6 +346,7 @@ def pretrain(config: PretrainConfig | str | Path | Sequence[str | Path], overrid
             seed=config.seed,
             channels_last=config.trainer.channels_last,
             collapse_threshold=config.trainer.collapse_threshold,
+            compile_model=config.trainer.compile_model,
             **(_online_linear(config, method, dataset) if config.monitor.online_linear else {}),
         )
         data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
