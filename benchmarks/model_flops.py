@@ -16,10 +16,11 @@ so `torch.mm` alone understates the peak and lets the step exceed 100 %.
 For the fp32 step it also prints the share of the step's time spent in the
 counted products and their own fraction of the peak: what is left to gain
 outside them is memory traffic (BatchNorm, activations, adds), which thin
-layers have most of per FLOP. The fp32 step runs a second time with its
-backbones compiled, as `trainer.compile_model` trains (compiled before the
-timing, and credited with the eager step's FLOPs, since it multiplies the same
-products), which fuses that traffic.
+layers have most of per FLOP. The fp32 step also runs with its backbones
+compiled, as `trainer.compile_model` trains, which fuses that traffic: timed
+in turns with the eager step and the same peak products, compiled before the
+timing, and credited with the eager step's FLOPs (it multiplies the same
+products).
 Prints, last, achieved / fp32 peak of the eager and the compiled fp32 step for each width.
 Usage: python benchmarks/model_flops.py [--widths 0.25 1.0] [--size 32] [--batch 128]
 """
@@ -53,6 +54,7 @@ from augbench.train.module import compile_backbones
 from augbench.train.optim import build_optimizer
 
 aten = torch.ops.aten
+COMPILED = "fp32, backbones compiled"
 PRODUCTS = frozenset({aten.convolution, aten.convolution_backward, aten.mm, aten.addmm, aten.bmm})
 
 
@@ -163,20 +165,20 @@ def main() -> None:
     gemms = {"fp32": gemm_runs(torch.float32), "bf16": gemm_runs(torch.bfloat16)}
     fractions = {}
     for width in args.widths:
-        flops = None
-        for precision, compiled in (("fp32", False), ("fp32", True), ("bf16", False)):
-            step = training_step(width, args.size, args.batch, precision, compiled)
-            # The model's FLOPs, counted on the eager step: the compiled one multiplies the same products.
-            flops = flops or step_flops(step)
-            if compiled:
-                step()  # compiles
+        for precision in ("fp32", "bf16"):
+            steps = {precision: training_step(width, args.size, args.batch, precision)}
+            if precision == "fp32":
+                steps[COMPILED] = training_step(width, args.size, args.batch, precision, compiled=True)
+            # Counted on the eager step: the compiled one multiplies the same products.
+            flops = step_flops(steps[precision])
+            for step in steps.values():
+                step()  # compiles the compiled one
             # The peaks are measured in turns with the steps, so that a slow spell of the machine (the same loop
             # 1.6x slower for a minute) slows both sides of the fraction alike instead of landing on one.
             dtypes = ["fp32"] if precision == "fp32" else ["fp32", precision]
-            runs = {"step": counting(step, flops)}
-            observe = precision == "fp32" and not compiled  # a dispatch mode around compiled code would recompile it
-            if observe:
-                runs["observed step"], product_seconds = observed(step, flops)
+            runs = {variant: counting(step, flops) for variant, step in steps.items()}
+            if precision == "fp32":  # the eager step only: a dispatch mode around compiled code would recompile it
+                runs["observed step"], product_seconds = observed(steps[precision], flops)
             runs |= {f"{dtype} {name}": run for dtype in dtypes for name, run in gemms[dtype].items()}
             rates = dict(zip(runs, best_rates(list(runs.values()), args.steps)))
             peaks = {dtype: peak(rates, f"{dtype} ") for dtype in dtypes}
@@ -184,23 +186,23 @@ def main() -> None:
                 print(f"  {dtype} matmul peak beside it (2048² and 4096²): " + ", ".join(
                     f"{library} {peak(rates, f'{dtype} {library}') / 1e9:.0f}" for library in ("MKL mm", "oneDNN GEMM")
                 ) + " GFLOP/s")
-            rate = rates["step"]
-            own_peak = "" if precision == "fp32" else f", {100 * rate / peaks[precision]:.0f} % of {precision} peak"
-            variant = f"{precision}, backbones compiled" if compiled else precision
-            print(f"ResNet-18 width {width}, {args.size} px, batch {args.batch}, {variant}: "
-                  f"{flops / 1e9:.1f} GFLOP/step in {flops / rate:.2f} s = {rate / 1e9:.0f} GFLOP/s, "
-                  f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak{own_peak}", flush=True)
+            for variant in steps:
+                rate = rates[variant]
+                own_peak = "" if precision == "fp32" else f", {100 * rate / peaks[precision]:.0f} % of {precision} peak"
+                print(f"ResNet-18 width {width}, {args.size} px, batch {args.batch}, {variant}: "
+                      f"{flops / 1e9:.1f} GFLOP/step in {flops / rate:.2f} s = {rate / 1e9:.0f} GFLOP/s, "
+                      f"{100 * rate / peaks['fp32']:.0f} % of fp32 peak{own_peak}", flush=True)
+                fractions[width, variant] = rate / peaks["fp32"]
             if precision == "fp32":
-                fractions[width, compiled] = rate / peaks["fp32"]
-            if observe:
-                products = min(product_seconds)
-                print(f"  of which convolutions and matrix products: {100 * products * rate / flops:.0f} % of the "
-                      f"step's time, at {100 * flops / products / peaks['fp32']:.0f} % of fp32 peak; the rest "
+                rate, products = rates[precision], min(product_seconds)
+                print(f"  eager, of which convolutions and matrix products: {100 * products * rate / flops:.0f} % of "
+                      f"the step's time, at {100 * flops / products / peaks['fp32']:.0f} % of fp32 peak; the rest "
                       "(BatchNorm, activations, residual adds, augmentation, optimiser) moves memory rather than "
                       "multiplying", flush=True)
     print("achieved model FLOP/s / fp32 matmul peak (MoCo v2 step, fp32; eager / trainer.compile_model): " + ", ".join(
-        f"width {width} {100 * fractions[width, False]:.0f} % / {100 * fractions[width, True]:.0f} %"
+        f"width {width} {100 * fractions[width, 'fp32']:.0f} % / {100 * fractions[width, COMPILED]:.0f} %"
         for width in args.widths))
+
 
 if __name__ == "__main__":
     main()

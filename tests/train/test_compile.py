@@ -20,11 +20,35 @@ TARGETS = {"moco_v2": ["target_backbone"], "byol": ["target_backbone"], "simclr"
 
 
 def _method_and_views(preset: str, tiny_shapes):
-    config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "method.queue_size=32"])
+    config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), TINY_OVERRIDES)
     method = build_method(config.method, build_backbone(config.model))
     recipe = build_recipe(config.augment, tiny_shapes.image_size, config.method)
     views = recipe(to_float(tiny_shapes.images[:16]), torch.Generator().manual_seed(0))
     return method, views
+
+
+def _backbone_passes(method, views, compiled) -> tuple[dict, list[str]]:
+    """Calls of each compiled forward in one training step, and the backbone layers run outside them.
+
+    The compiled forwards are replaced by stand-ins that count their calls
+    (compiling for real is the slow test's job); a hook on every layer of a
+    backbone catches any run outside them, as a method reading the stages
+    directly does.
+    """
+    calls, inside, outside = {id(module): 0 for module in compiled}, [], []
+    for module in compiled:
+        def counted(*args, module=module, **kwargs):
+            calls[id(module)] += 1
+            inside.append(module)
+            try:
+                return module._call_impl(*args, **kwargs)
+            finally:
+                inside.pop()
+        module._compiled_call_impl = counted
+        for name, layer in module.named_modules():
+            layer.register_forward_pre_hook(lambda layer, args, name=name: None if inside else outside.append(name))
+    method(views)["loss"].backward()
+    return calls, outside
 
 
 @pytest.mark.parametrize("preset", TARGETS)
@@ -34,15 +58,15 @@ def test_the_backbone_and_its_momentum_copies_are_compiled_and_every_backbone_pa
     expected = [method.backbone, *(method.get_submodule(path) for path in TARGETS[preset])]
     compiled = compile_backbones(method)
     assert [id(module) for module in compiled] == [id(module) for module in expected]
-    # Stand-ins for the compiled forwards, which count their calls: compiling for real is the slow test's job.
-    calls = {id(module): 0 for module in compiled}
-    for module in compiled:
-        def counted(*args, module=module, **kwargs):
-            calls[id(module)] += 1
-            return module._call_impl(*args, **kwargs)
-        module._compiled_call_impl = counted
-    method(views)["loss"].backward()
+    calls, outside = _backbone_passes(method, views, compiled)
     assert all(calls.values()), calls
+    assert not outside
+
+
+def test_hai_runs_its_backbone_outside_the_compiled_forward(tiny_shapes):
+    method, views = _method_and_views("hai_moco_v2", tiny_shapes)
+    _, outside = _backbone_passes(method, views, compile_backbones(method))
+    assert "conv1" in outside and "layer1" in outside
 
 
 @pytest.mark.parametrize("preset, setting", [("hai_moco_v2", "method.name=hai"),
