@@ -171,8 +171,8 @@ def main() -> None:
                 steps[COMPILED] = training_step(width, args.size, args.batch, precision, compiled=True)
             # Counted on the eager step: the compiled one multiplies the same products.
             flops = step_flops(steps[precision])
-            for step in steps.values():
-                step()  # compiles the compiled one
+            if COMPILED in steps:
+                steps[COMPILED]()  # compiles
             # The peaks are measured in turns with the steps, so that a slow spell of the machine (the same loop
             # 1.6x slower for a minute) slows both sides of the fraction alike instead of landing on one.
             dtypes = ["fp32"] if precision == "fp32" else ["fp32", precision]
