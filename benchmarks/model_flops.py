@@ -17,11 +17,11 @@ For the fp32 step it also prints the share of the step's time spent in the
 counted products and their own fraction of the peak: what is left to gain
 outside them is memory traffic (BatchNorm, activations, adds), which thin
 layers have most of per FLOP; and the time the 60 % goal leaves for that
-traffic, augmentation and optimiser beside the products' own. The fp32 step also runs with its backbones
-compiled, as `trainer.compile_model` trains, which fuses that traffic: timed
-in turns with the eager step and the same peak products, compiled before the
-timing, and credited with the eager step's FLOPs (it multiplies the same
-products).
+traffic, augmentation and optimiser beside the products' own. The fp32 step
+also runs with its backbones compiled, as `trainer.compile_model` trains,
+which fuses that traffic: timed in turns with the eager step and the same peak
+products, compiled before the timing, and credited with the eager step's FLOPs
+(it multiplies the same products).
 Prints, last, achieved / fp32 peak of the eager and the compiled fp32 step for each width.
 Usage: python benchmarks/model_flops.py [--widths 0.25 1.0] [--size 32] [--batch 128]
 """
