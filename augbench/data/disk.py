@@ -30,7 +30,7 @@ import pickle
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
@@ -122,8 +122,8 @@ class ImageFolderConfig(DiskConfig):
     """A tree `path/CLASS/IMAGE` (e.g. ImageNet). If `path/train_dir` and `path/test_dir` exist
     (ImageNet's `train/` and `val/`), they are the train and test splits; otherwise `path` itself is
     the tree and both held-out splits are carved from it. `classes`: the class folders to read (labels
-    in their sorted order, as a tree of only those folders gives), e.g. configs/data/imagenet100.yaml's
-    100 from a full ImageNet tree, without a copy; empty, every folder."""
+    in their sorted order, as a tree of only those folders gives), e.g. `imagenet100`'s 100 from a full
+    ImageNet tree, without a copy; empty, every folder."""
 
     name: str = "imagefolder"
     train_dir: str = "train"
@@ -135,6 +135,36 @@ class ImageFolderConfig(DiskConfig):
         repeated = sorted({name for name in self.classes if self.classes.count(name) > 1})
         if repeated:
             raise ValueError(f"classes: {repeated} listed more than once")
+
+
+# CMC's ImageNet-100 (Tian, Krishnan & Isola, 2020; github.com/HobbitLong/CMC, imagenet100.txt, in that file's
+# order): the subset LooC and many other self-supervised studies pretrain and evaluate on.
+IMAGENET100_CLASSES = (
+    "n02869837", "n01749939", "n02488291", "n02107142", "n13037406", "n02091831", "n04517823", "n04589890",
+    "n03062245", "n01773797", "n01735189", "n07831146", "n07753275", "n03085013", "n04485082", "n02105505",
+    "n01983481", "n02788148", "n03530642", "n04435653", "n02086910", "n02859443", "n13040303", "n03594734",
+    "n02085620", "n02099849", "n01558993", "n04493381", "n02109047", "n04111531", "n02877765", "n04429376",
+    "n02009229", "n01978455", "n02106550", "n01820546", "n01692333", "n07714571", "n02974003", "n02114855",
+    "n03785016", "n03764736", "n03775546", "n02087046", "n07836838", "n04099969", "n04592741", "n03891251",
+    "n02701002", "n03379051", "n02259212", "n07715103", "n03947888", "n04026417", "n02326432", "n03637318",
+    "n01980166", "n02113799", "n02086240", "n03903868", "n02483362", "n04127249", "n02089973", "n03017168",
+    "n02093428", "n02804414", "n02396427", "n04418357", "n02172182", "n01729322", "n02113978", "n03787032",
+    "n02089867", "n02119022", "n03777754", "n04238763", "n02231487", "n03032252", "n02138441", "n02104029",
+    "n03837869", "n03494278", "n04136333", "n03794056", "n03492542", "n02018207", "n04067472", "n03930630",
+    "n03584829", "n02123045", "n04229816", "n02100583", "n03642806", "n04336792", "n03259280", "n02116738",
+    "n02108089", "n03424325", "n01855672", "n02090622",
+)
+
+
+@dataclass
+class ImageNet100Config(ImageFolderConfig):
+    """CMC's ImageNet-100, read from a full ImageNet tree without a copy: `path` holds `train/WNID/` and
+    `val/WNID/` (ImageNet's validation images are the test split, val is carved from train), or holds that
+    tree as `imagenet/`, so that one data folder ($AUGBENCH_DATA) serves it beside the torchvision datasets."""
+
+    name: str = "imagenet100"
+    image_size: int = 224
+    classes: list[str] = field(default_factory=lambda: list(IMAGENET100_CLASSES))
 
 
 @dataclass
@@ -393,7 +423,7 @@ def _image_folder_samples(directory: Path, config: ImageFolderConfig) -> tuple[_
 def _list_image_folder(config: ImageFolderConfig) -> _Listing:
     path = Path(config.path).expanduser()
     if config.path in ("", MISSING) or not path.is_dir():
-        raise DataError(f"data.path={path}: no such directory (imagefolder: expected PATH/CLASS/IMAGE or "
+        raise DataError(f"data.path={path}: no such directory ({config.name}: expected PATH/CLASS/IMAGE or "
                         f"PATH/{config.train_dir}/CLASS/IMAGE and PATH/{config.test_dir}/CLASS/IMAGE)")
     split_dirs = [(path / config.train_dir).is_dir(), (path / config.test_dir).is_dir()]
     if all(split_dirs):
@@ -409,6 +439,14 @@ def _list_image_folder(config: ImageFolderConfig) -> _Listing:
                         "data.path at a single PATH/CLASS/IMAGE tree)")
     samples, classes = _image_folder_samples(path, config)
     return _Listing({"train": samples}, {"class": classes})
+
+
+def _list_imagenet100(config: ImageNet100Config) -> _Listing:
+    path = Path(config.path).expanduser()
+    given = config.path not in ("", MISSING)
+    if given and not (path / config.train_dir).is_dir() and (path / "imagenet" / config.train_dir).is_dir():
+        config = replace(config, path=str(path / "imagenet"))
+    return _list_image_folder(config)
 
 
 def _preview(names: list[str], count: int = 5) -> str:
@@ -515,6 +553,7 @@ _LISTERS: dict[type, Callable[..., _Listing]] = {
     Cifar100Config: _list_cifar,
     Stl10Config: _list_stl10,
     ImageFolderConfig: _list_image_folder,
+    ImageNet100Config: _list_imagenet100,
     Flowers102Config: _list_flowers102,
     DtdConfig: _list_dtd,
     PetsConfig: _list_pets,
@@ -527,6 +566,7 @@ DISK_DATASETS: dict[str, tuple[type, tuple[str, ...]]] = {
     "cifar100": (Cifar100Config, ("class", "superclass")),
     "stl10": (Stl10Config, ("class",)),
     "imagefolder": (ImageFolderConfig, ("class",)),
+    "imagenet100": (ImageNet100Config, ("class",)),
     "flowers102": (Flowers102Config, ("class",)),
     "dtd": (DtdConfig, ("class",)),
     "pets": (PetsConfig, ("class", "species")),

@@ -86,6 +86,15 @@ def write_tree(root, per_class=(5, 6, 4), suffix="png"):
             solid_image(root / f"class_{label}" / f"{index}.{suffix}", PALETTE[label], size)
 
 
+def write_imagenet(root, classes, per_class=(2, 1)):
+    """ImageNet's `train/WNID/` and `val/WNID/` for `classes` plus two WNIDs outside CMC's hundred; `per_class`
+    images of each in train and in val, each class in its palette colour (cycling past ten classes)."""
+    for split, count in zip(("train", "val"), per_class):
+        for label, wnid in enumerate([*classes, "n01440764", "n15075141"]):
+            for index in range(count):
+                solid_image(root / split / wnid / f"{index}.png", PALETTE[label % len(PALETTE)], (12, 14))
+
+
 def write_flowers(root, images=12):
     """`images` (a multiple of 8) of 4 classes in turn: the first half train, then a quarter val, a quarter test."""
     folder = root / "flowers-102"

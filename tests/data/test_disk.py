@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from augbench.config import ConfigError, shipped_config
 from augbench.data import DATASETS, load_split
 from augbench.data.disk import (
+    IMAGENET100_CLASSES,
     Caltech101Config,
     Cifar10Config,
     Cifar100Config,
@@ -19,6 +20,7 @@ from augbench.data.disk import (
     EuroSatConfig,
     Flowers102Config,
     ImageFolderConfig,
+    ImageNet100Config,
     LazyImageDataset,
     PetsConfig,
     Stl10Config,
@@ -37,6 +39,7 @@ from tests.data.layouts import (
     write_dtd,
     write_eurosat,
     write_flowers,
+    write_imagenet,
     write_pets,
     write_stl10,
     write_tree,
@@ -170,12 +173,25 @@ def test_imagenet100_is_cmcs_hundred_classes_read_from_a_full_tree(tmp_path):
     config, _ = load_config([shipped_config("methods/looc.yaml"), shipped_config("data/imagenet100.yaml")],
                             [f"data.path={tmp_path}", "data.image_size=8"])
     wnids = config.data.classes
-    assert isinstance(config.data, ImageFolderConfig) and len(set(wnids)) == 100
+    assert isinstance(config.data, ImageNet100Config) and len(set(wnids)) == 100
     assert wnids[0] == "n02869837" and wnids[-1] == "n02090622"  # CMC's imagenet100.txt, first and last line
-    for split in ("train", "val"):
-        for wnid in [*wnids, "n01440764", "n15075141"]:  # two of ImageNet's classes outside the hundred
-            solid_image(tmp_path / split / wnid / "0.png", PALETTE[0], (12, 12))
+    write_imagenet(tmp_path, wnids, per_class=(1, 1))  # with two of ImageNet's classes outside the hundred
     assert load_split(config.data, "test").classes["class"] == sorted(wnids)
+
+
+def test_imagenet100_finds_the_tree_as_imagenet_under_a_data_folder_and_names_what_it_expected(tmp_path):
+    write_imagenet(tmp_path / "imagenet", IMAGENET100_CLASSES)
+    for path in (tmp_path, tmp_path / "imagenet"):
+        test = load_from_disk(ImageNet100Config(path=str(path), image_size=8), "test")
+        assert len(test) == 100 and test.classes["class"] == sorted(IMAGENET100_CLASSES)
+        # label i is the i-th WNID in sorted order; write_imagenet coloured each class by its place in CMC's order
+        colours = [IMAGENET100_CLASSES.index(wnid) % len(PALETTE) for wnid in sorted(IMAGENET100_CLASSES)]
+        assert np.array_equal(np.array(colours)[test.labels["class"].numpy()], _class_of(test.images))
+    with pytest.raises(DataError, match=r"data.path=.*absent: no such directory \(imagenet100: expected"):
+        load_from_disk(ImageNet100Config(path=str(tmp_path / "absent")), "train")
+    (tmp_path / "other" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"has train/ but no val/"):
+        load_from_disk(ImageNet100Config(path=str(tmp_path / "other")), "train")
 
 
 def test_imagefolder_single_tree_is_carved_stratified_and_reproducibly(tmp_path):
@@ -356,8 +372,8 @@ def test_pretraining_config_names_an_on_disk_dataset(tmp_path):
     config, _ = load_config(overrides=["data.name=cifar10", f"data.path={tmp_path}", "data.val_fraction=0.2"])
     assert isinstance(config.data, Cifar10Config) and config.data.val_fraction == 0.2
     assert len(load_split(config.data, "train")) == 24
-    assert set(DATASETS) >= {"cifar10", "cifar100", "stl10", "imagefolder", "flowers102", "dtd", "pets",
-                             "caltech101", "eurosat"}
+    assert set(DATASETS) >= {"cifar10", "cifar100", "stl10", "imagefolder", "imagenet100", "flowers102", "dtd",
+                             "pets", "caltech101", "eurosat"}
     with pytest.raises(ConfigError, match=r"path"):
         load_config(overrides=["data.name=cifar10"])
     with pytest.raises(ConfigError, match=r"resize='squash': expected one of"):
