@@ -8,7 +8,7 @@ from functools import cache
 
 from augbench.data.dataset import SPLITS, ImageDataset
 from augbench.data.digits import DIGITS_LABELS, DigitsConfig, load_digits
-from augbench.data.disk import DISK_DATASETS, load_from_disk
+from augbench.data.disk import DISK_DATASETS, LazyImageDataset, load_from_disk
 from augbench.data.shapes_world import SHAPES_WORLD_LABELS, ShapesWorldConfig, load_shapes_world
 from augbench.data.subsets import SubsetConfig, apply_subset
 
@@ -41,11 +41,11 @@ def _with_subset(config_type: type) -> type:
     return make_dataclass(config_type.__name__, [subset_field], bases=(config_type,))
 
 
-def load_split(config, split: str) -> ImageDataset:
+def load_split(config, split: str) -> ImageDataset | LazyImageDataset:
     """The `split` ("train", "val" or "test") of the dataset `config` describes; `subset` applies to "train"."""
     dataset = DATASETS[config.name].load(config, split)
     subset_config = getattr(config, "subset", None)
     return apply_subset(dataset, subset_config) if subset_config is not None and split == "train" else dataset
 
 
-__all__ = ["DATASETS", "SPLITS", "ImageDataset", "dataset_config_type", "load_split"]
+__all__ = ["DATASETS", "SPLITS", "ImageDataset", "LazyImageDataset", "dataset_config_type", "load_split"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -44,3 +45,12 @@ class ImageDataset(Dataset):
     @property
     def image_size(self) -> int:
         return self.images.shape[-1]
+
+    def batches(self, batch_size: int) -> Iterator[Tensor]:
+        """The images in order, (B, 3, H, W) uint8 `batch_size` at a time (as `LazyImageDataset.batches`)."""
+        yield from self.images.split(batch_size)
+
+    def take(self, indices: Tensor) -> ImageDataset:
+        """The images and labels at `indices` (a long tensor), in that order."""
+        return ImageDataset(self.name, self.split, self.images[indices],
+                            {name: values[indices] for name, values in self.labels.items()}, dict(self.classes))

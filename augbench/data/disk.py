@@ -28,8 +28,8 @@ import codecs
 import os
 import pickle
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -220,9 +220,12 @@ class LazyImageDataset(Dataset):
 
     Pretraining reads items through a DataLoader, so its `trainer.num_workers`
     processes decode in parallel and memory holds only the batches in flight.
+    Frozen-feature evaluation reads `batches`, so it holds the features and
+    two batches of images, never the split; a subset (`take`) is lazy too.
     An undecodable file raises `DataError` with its path when it is read.
-    `images` (what frozen-feature evaluation and subsets read) decodes the
-    whole split once, with the same memory check as an eager load.
+    `images` (what the protocols that train on pixels read: SGD linear,
+    fine-tuning, crop pairs, dense heads) decodes the whole split once, with
+    the same memory check as an eager load.
     """
 
     def __init__(self, name: str, split: str, files: list[Path], labels: dict[str, Tensor],
@@ -236,8 +239,7 @@ class LazyImageDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict:
-        image = _fit(decode_image(self.files[index], min_size=self.config.image_size), self.config)
-        return {"image": image, "labels": {k: v[index] for k, v in self.labels.items()}}
+        return {"image": self._decode(index), "labels": {k: v[index] for k, v in self.labels.items()}}
 
     @property
     def image_size(self) -> int:
@@ -250,6 +252,33 @@ class LazyImageDataset(Dataset):
         decoded, _ = _decode_files(self.files, self.config)
         size = self.image_size
         return torch.stack(decoded) if decoded else torch.empty(0, 3, size, size, dtype=torch.uint8)
+
+    def batches(self, batch_size: int) -> Iterator[Tensor]:
+        """The split's images in order, (B, 3, S, S) uint8 `batch_size` at a time.
+
+        `config.num_workers` threads decode (Pillow releases the GIL), the
+        next batch while the caller works on this one.
+        """
+        if "images" in vars(self):  # decoded already: no file is read twice
+            yield from self.images.split(batch_size)
+            return
+        with ThreadPoolExecutor(max_workers=max(1, self.config.num_workers)) as pool:
+            def submit(start: int) -> list[Future]:
+                return [pool.submit(self._decode, index) for index in range(start, min(start + batch_size, len(self)))]
+
+            pending = submit(0)
+            for start in range(0, len(self), batch_size):
+                decoding, pending = pending, submit(start + batch_size)
+                yield torch.stack([future.result() for future in decoding])
+
+    def take(self, indices: Tensor) -> LazyImageDataset:
+        """The files and labels at `indices` (a long tensor), in that order, still undecoded."""
+        return LazyImageDataset(self.name, self.split, [self.files[i] for i in indices.tolist()],
+                                {name: values[indices] for name, values in self.labels.items()}, dict(self.classes),
+                                self.config)
+
+    def _decode(self, index: int) -> Tensor:
+        return _fit(decode_image(self.files[index], min_size=self.config.image_size), self.config)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from augbench.data.dataset import ImageDataset
+from augbench.data.disk import LazyImageDataset
 from augbench.errors import DataError
 
 SUBSET_KINDS = ("long_tailed", "balanced")
@@ -90,21 +91,15 @@ def balanced_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
     return np.sort(np.concatenate([rng.choice(m, size=per_class, replace=False) for m in members]))
 
 
-def subset(dataset: ImageDataset, indices: np.ndarray) -> ImageDataset:
-    """The images and labels of `dataset` at `indices`, in that order."""
+def subset(dataset: ImageDataset | LazyImageDataset, indices: np.ndarray) -> ImageDataset | LazyImageDataset:
+    """The images and labels of `dataset` at `indices`, in that order; of a lazily decoded split, still lazy."""
     index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
     if len(index) and (index.min() < 0 or index.max() >= len(dataset)):
         raise DataError(f"{dataset.name}/{dataset.split}: subset indices outside [0, {len(dataset)})")
-    return ImageDataset(
-        dataset.name,
-        dataset.split,
-        dataset.images[index],
-        {name: values[index] for name, values in dataset.labels.items()},
-        dict(dataset.classes),
-    )
+    return dataset.take(index)
 
 
-def apply_subset(dataset: ImageDataset, config: SubsetConfig) -> ImageDataset:
+def apply_subset(dataset: ImageDataset | LazyImageDataset, config: SubsetConfig) -> ImageDataset | LazyImageDataset:
     """`dataset` subsampled as `config` asks (the label named, or the dataset's first label)."""
     label = config.label or next(iter(dataset.labels))
     if label not in dataset.labels:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from augbench.augment.views import to_float
+from augbench.data import ImageDataset, LazyImageDataset
 
 # On a CPU, batches whose activations outgrow the caches embed up to 2.5x fewer images a second. Measured on 2 cores
 # (Shapes World, best of interleaved runs): a quarter-width ResNet-18 with the CIFAR stem embedded 2,418 / 2,490 /
@@ -18,25 +19,25 @@ CPU_MIN_BATCH = 8
 
 
 @torch.inference_mode()
-def extract_features(encoder: nn.Module, images: Tensor, batch_size: int = 512, device: str | None = None) -> Tensor:
-    """Features (N, D) float32 on the CPU of uint8 `images` (N, 3, H, W).
+def extract_features(encoder: nn.Module, images: Tensor | ImageDataset | LazyImageDataset, batch_size: int = 512,
+                     device: str | None = None) -> Tensor:
+    """Features (N, D) float32 on the CPU of uint8 `images` (N, 3, H, W), or of a split's images.
 
-    The encoder runs in eval mode, so BatchNorm uses its running statistics
-    and does not update them (the failure of lightly issue 1440); its
-    train/eval mode is restored afterwards. On a CPU, `batch_size` is capped
-    as `CPU_BATCH_PIXELS` says.
+    A lazily decoded split is encoded as its batches are decoded, so memory
+    holds its features, never its images. The encoder runs in eval mode, so
+    BatchNorm uses its running statistics and does not update them (the
+    failure of lightly issue 1440); its train/eval mode is restored
+    afterwards. On a CPU, `batch_size` is capped as `CPU_BATCH_PIXELS` says.
     """
     device = torch.device(device or next(encoder.parameters()).device)
     if device.type == "cpu":
-        pixels = images.shape[-2] * images.shape[-1]
+        pixels = images.shape[-2] * images.shape[-1] if isinstance(images, Tensor) else images.image_size**2
         batch_size = min(batch_size, max(CPU_MIN_BATCH, CPU_BATCH_PIXELS // pixels))
+    batches = images.split(batch_size) if isinstance(images, Tensor) else images.batches(batch_size)
     was_training = encoder.training
     encoder.eval()
     try:
-        chunks = [
-            encoder(to_float(images[start : start + batch_size].to(device))).float().flatten(1).cpu()
-            for start in range(0, len(images), batch_size)
-        ]
+        chunks = [encoder(to_float(batch.to(device))).float().flatten(1).cpu() for batch in batches]
     finally:
         encoder.train(was_training)
     return torch.cat(chunks)

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from augbench.augment.ops import RandomResizedCrop
 from augbench.augment.views import to_float
-from augbench.data import SPLITS, ImageDataset, load_split
-from augbench.data.subsets import long_tailed_indices
+from augbench.data import SPLITS, ImageDataset, LazyImageDataset, load_split
+from augbench.data.subsets import long_tailed_indices, subset
 from augbench.errors import ConfigError
 from augbench.evaluate import dense as dense_head
 from augbench.evaluate.corruptions import corrupt
@@ -38,8 +38,12 @@ from augbench.evaluate.protocols import (
 from augbench.evaluate.suite import SuiteConfig, TaskConfig, protocol_config, shifted_dataset
 from augbench.evaluate.training import finetune_classifier, sgd_linear_classifier
 
-# A fitted protocol maps (features, uint8 images) of a split to predictions in the target's encoding.
-Fitted = Callable[[Tensor, Tensor], Tensor]
+# A split as loaded: in memory, or decoded as it is read (`lazy: true`). Only the protocols that run the encoder on
+# pixels themselves read its `images`; the others read the features cached once per split, so kNN, linear, MLP and
+# few-shot evaluation of a lazy split never hold its images.
+Split = ImageDataset | LazyImageDataset
+# A fitted protocol maps (features, the split or its uint8 images) to predictions in the target's encoding.
+Fitted = Callable[[Tensor, Split | Tensor], Tensor]
 
 
 @dataclass
@@ -71,18 +75,18 @@ class Context:
     features: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)
 
-    def dataset(self, config: Any, split: str) -> ImageDataset:
+    def dataset(self, config: Any, split: str) -> Split:
         key = _key(config, split)
         if key not in self.datasets:
             self.datasets[key] = load_split(config, split)
         return self.datasets[key]
 
-    def split(self, config: Any, split: str) -> tuple[Tensor, ImageDataset]:
+    def split(self, config: Any, split: str) -> tuple[Tensor, Split]:
         """Features (N, D) and the dataset of one split, encoded once."""
         key = _key(config, split)
         dataset = self.dataset(config, split)
         if key not in self.features:
-            self.features[key] = extract_features(self.encoder, dataset.images, self.suite.batch_size, self.device)
+            self.features[key] = extract_features(self.encoder, dataset, self.suite.batch_size, self.device)
         return self.features[key], dataset
 
     def keep_only(self, tasks: Sequence[TaskConfig]) -> None:
@@ -118,7 +122,7 @@ def run_task(task: TaskConfig, context: Context) -> list[Result]:
 # --- targets -----------------------------------------------------------------------------------------------------
 
 
-def _labels(task: TaskConfig, dataset: ImageDataset) -> Tensor:
+def _labels(task: TaskConfig, dataset: Split) -> Tensor:
     labels = dataset.labels[task.label]
     if task.target == "class" and (labels.is_floating_point() or labels.ndim != 1):
         raise ConfigError(f"task {task.name!r}: label {task.label!r} is not a class index; target 'class' needs an "
@@ -158,12 +162,12 @@ def _settings(config: Any, chosen: dict | None = None) -> dict:
 # --- fitting image-level protocols ---------------------------------------------------------------------------------
 
 
-def _fit(protocol: str, task: TaskConfig, context: Context, train: tuple[Tensor, Tensor, Tensor],
-         val: tuple[Tensor, Tensor, Tensor], seed: int) -> tuple[Fitted, dict, dict]:
-    """Fit `protocol` on train (features, images, encoded targets); return the predictor, settings, budget."""
+def _fit(protocol: str, task: TaskConfig, context: Context, train: tuple[Tensor, Split, Tensor],
+         val: tuple[Tensor, Split, Tensor], seed: int) -> tuple[Fitted, dict, dict]:
+    """Fit `protocol` on train (features, split, encoded targets); return the predictor, settings, budget."""
     config = protocol_config(context.suite, task, protocol)
-    features, images, targets = train
-    val_features, val_images, val_targets = val
+    features, data, targets = train
+    val_features, val_data, val_targets = val
     classify = task.target == "class"
     num_classes = int(max(targets.max(), val_targets.max())) + 1 if classify else 0
     if protocol == "knn":
@@ -183,22 +187,23 @@ def _fit(protocol: str, task: TaskConfig, context: Context, train: tuple[Tensor,
         predict = fit_mlp((features, targets), outputs, classify, config, seed)
         return (lambda f, _: predict(f)), _settings(config), {"train_images": len(features), "epochs": config.epochs}
     if protocol == "sgd_linear":
-        head, chosen = sgd_linear_classifier(context.encoder, (images, targets), (val_images, val_targets),
+        head, chosen = sgd_linear_classifier(context.encoder, (data.images, targets), (val_data.images, val_targets),
                                              num_classes, config, seed, context.device)
 
-        def predict_with_head(f: Tensor, _: Tensor) -> Tensor:
+        def predict_with_head(f: Tensor, _: Split | Tensor) -> Tensor:
             with torch.no_grad():
                 return head(f).argmax(1)
 
-        used = min(len(images), config.max_train_images or len(images))
+        used = min(len(data), config.max_train_images or len(data))
         return predict_with_head, _settings(config, chosen), {"train_images": used, "epochs": config.epochs,
                                                               "sweep": len(config.lrs)}
     if protocol == "finetune":
-        model = finetune_classifier(context.encoder, (images, targets), num_classes, config, seed, context.device)
-        used = min(len(images), config.max_train_images or len(images))
+        model = finetune_classifier(context.encoder, (data.images, targets), num_classes, config, seed,
+                                    context.device)
+        used = min(len(data), config.max_train_images or len(data))
 
-        def predict_finetuned(_: Tensor, test_images: Tensor) -> Tensor:
-            return extract_features(model, test_images, context.suite.batch_size, context.device).argmax(1)
+        def predict_finetuned(_: Tensor, test: Split | Tensor) -> Tensor:
+            return extract_features(model, test, context.suite.batch_size, context.device).argmax(1)
 
         return predict_finetuned, _settings(config), {"train_images": used, "epochs": config.epochs,
                                                       "optimizer": config.optimizer.name}
@@ -206,12 +211,12 @@ def _fit(protocol: str, task: TaskConfig, context: Context, train: tuple[Tensor,
 
 
 def _splits(task: TaskConfig, context: Context, dataset_config: Any | None = None):
-    """(features, images, encoded targets, raw labels) per split of the task's dataset."""
+    """(features, split, encoded targets, raw labels) per split of the task's dataset."""
     out = {}
     for split in ("train", "val", "test"):
         features, dataset = context.split(dataset_config or task.dataset, split)
         labels = _labels(task, dataset)
-        out[split] = (features, dataset.images, _encode(task, labels), labels)
+        out[split] = (features, dataset, _encode(task, labels), labels)
     return out
 
 
@@ -229,8 +234,8 @@ def run_standard(task: TaskConfig, context: Context, seed: int) -> list[Result]:
     results = []
     for protocol in task.protocols:
         predict, settings, budget = _fit(protocol, task, context, splits["train"][:3], splits["val"][:3], seed)
-        features, images, _, labels = splits["test"]
-        value = _score(task, predict(features, images), labels)
+        features, test, _, labels = splits["test"]
+        value = _score(task, predict(features, test), labels)
         results.append(Result(protocol, task.metric, value, settings, budget, sizes=_sizes(splits)))
     return results
 
@@ -250,20 +255,21 @@ def _run_dense(task: TaskConfig, context: Context, seed: int) -> Result:
 
 def run_long_tailed(task: TaskConfig, context: Context, seed: int) -> list[Result]:
     splits = _splits(task, context)
-    features, images, targets, _ = splits["train"]
-    keep = torch.from_numpy(long_tailed_indices(targets.numpy(), task.long_tailed.imbalance_ratio, seed))
-    train = (features[keep], images[keep], targets[keep])
+    features, data, targets, _ = splits["train"]
+    indices = long_tailed_indices(targets.numpy(), task.long_tailed.imbalance_ratio, seed)
+    keep = torch.from_numpy(indices)
+    train = (features[keep], subset(data, indices), targets[keep])
     counts = torch.bincount(targets[keep], minlength=int(targets.max()) + 1)
     groups = {
         "many": counts > task.long_tailed.many,
         "medium": (counts <= task.long_tailed.many) & (counts >= task.long_tailed.few),
         "few": counts < task.long_tailed.few,
     }
-    test_features, test_images, _, test_labels = splits["test"]
+    test_features, test, _, test_labels = splits["test"]
     results = []
     for protocol in task.protocols:
         predict, settings, budget = _fit(protocol, task, context, train, splits["val"][:3], seed)
-        predictions = predict(test_features, test_images)
+        predictions = predict(test_features, test)
         per_class = torch.stack([
             (predictions[test_labels == c] == c).float().mean() * 100 if (test_labels == c).any() else torch.tensor(0.0)
             for c in range(len(counts))
@@ -286,7 +292,7 @@ def run_background_shift(task: TaskConfig, context: Context, seed: int) -> list[
     for protocol in task.protocols:
         predict, settings, budget = _fit(protocol, task, context, splits["train"][:3], splits["val"][:3], seed)
         clean = _score(task, predict(splits["test"][0], splits["test"][1]), splits["test"][3])
-        value = _score(task, predict(shifted_features, shifted.images), shifted_labels)
+        value = _score(task, predict(shifted_features, shifted), shifted_labels)
         details = {"in_distribution": clean, "drop": clean - value,
                    "relative_drop": (clean - value) / clean if clean else None, "shifted_test": task.shifted_test}
         results.append(Result(protocol, task.metric, value, settings, budget, details, _sizes(splits)))
@@ -308,10 +314,11 @@ def _corrupted(images: Tensor, name: str, severity: int, seed: int, dataset_key:
 def run_corruptions(task: TaskConfig, context: Context, seed: int) -> list[Result]:
     splits = _splits(task, context)
     fitted = {p: _fit(p, task, context, splits["train"][:3], splits["val"][:3], seed) for p in task.protocols}
-    features, images, _, labels = splits["test"]
-    cap = task.corruptions.max_test_images or len(labels)
-    features, images, labels = features[:cap], images[:cap], labels[:cap]
-    clean = {p: _score(task, predict(features, images), labels) for p, (predict, _, _) in fitted.items()}
+    features, test, _, labels = splits["test"]
+    cap = min(task.corruptions.max_test_images or len(labels), len(labels))
+    test = subset(test, np.arange(cap))  # of a lazy split, only these are decoded
+    features, images, labels = features[:cap], test.images, labels[:cap]
+    clean = {p: _score(task, predict(features, test), labels) for p, (predict, _, _) in fitted.items()}
     scores: dict[str, dict[str, dict[int, float]]] = {p: {} for p in fitted}
     for name in task.corruptions.names:
         for severity in task.corruptions.severities:
@@ -369,7 +376,7 @@ def run_crop_pair(task: TaskConfig, context: Context, seed: int) -> list[Result]
         first, second, offset = _crop_pairs(dataset.images, task.crop_pair.crop_fraction, generator)
         pair = torch.cat([extract_features(context.encoder, views, context.suite.batch_size, context.device)
                           for views in (first, second)], dim=1)
-        data[split] = (pair, dataset.images, offset, offset)
+        data[split] = (pair, dataset, offset, offset)
     results = []
     for protocol in task.protocols:
         predict, settings, budget = _fit(protocol, task, context, data["train"][:3], data["val"][:3], seed)
@@ -381,7 +388,8 @@ def run_crop_pair(task: TaskConfig, context: Context, seed: int) -> list[Result]
 
 def run_invariance(task: TaskConfig, context: Context, seed: int) -> list[Result]:
     config = protocol_config(context.suite, task, "probe")
-    images = context.dataset(task.dataset, "test").images
+    test = context.dataset(task.dataset, "test")
+    images = subset(test, np.arange(min(config.images, len(test)))).images  # of a lazy split, only these are decoded
     table = sensitivity_table(context.encoder, images, config, seed, context.device)
     results = []
     for row in table.itertuples():

@@ -2,6 +2,7 @@
 
 import pickle
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from augbench.data.disk import (
     Stl10Config,
     load_from_disk,
 )
+from augbench.data.subsets import SubsetConfig, apply_subset, subset
 from augbench.errors import DataError
 from augbench.train.pretrain import load_config, pretrain, read_status
 from tests.conftest import TINY_OVERRIDES
@@ -352,6 +354,27 @@ def test_lazy_split_decodes_on_read_and_equals_the_eager_one(tmp_path):
         lazy[3]
     with pytest.raises(ValueError, match=r"lazy=true with skip_bad_images=true"):
         ImageFolderConfig(path=str(tmp_path), lazy=True, skip_bad_images=True)
+
+
+def test_lazy_split_streams_in_batches_and_its_subsets_stay_undecoded(tmp_path):
+    write_tree(tmp_path, per_class=(5, 6, 4))
+    config = ImageFolderConfig(path=str(tmp_path), image_size=8, val_fraction=0, test_fraction=0, num_workers=3)
+    eager = load_from_disk(config, "train")
+    lazy = load_from_disk(replace(config, lazy=True), "train")
+    batches = list(lazy.batches(4))
+    assert [len(batch) for batch in batches] == [4, 4, 4, 3]
+    assert torch.equal(torch.cat(batches), eager.images) and "images" not in vars(lazy)
+    picked = subset(lazy, np.array([7, 0, 14, 3]))
+    assert isinstance(picked, LazyImageDataset) and "images" not in vars(picked)
+    assert torch.equal(picked.images, eager.images[[7, 0, 14, 3]])
+    assert torch.equal(picked.labels["class"], eager.labels["class"][[7, 0, 14, 3]])
+    assert torch.equal(picked.images, subset(eager, np.array([7, 0, 14, 3])).images)
+    skewed = apply_subset(lazy, SubsetConfig(kind="balanced", per_class=2))
+    assert isinstance(skewed, LazyImageDataset) and skewed.labels["class"].bincount().tolist() == [2, 2, 2]
+    bad = lazy.files[9]
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}: cannot decode image"):
+        list(lazy.batches(4))
 
 
 def test_pretraining_reads_a_lazy_image_folder(tmp_path):
