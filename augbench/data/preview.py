@@ -30,7 +30,7 @@ def preview(name: str, output: Path | None = None, split: str = "train", overrid
         axis.axis("off")
         if index >= min(count, len(dataset)):
             continue
-        axis.imshow(dataset.images[index].permute(1, 2, 0).numpy())
+        axis.imshow(dataset[index]["image"].permute(1, 2, 0).numpy())  # of a lazy split, only these are decoded
         names = [dataset.classes[k][int(dataset.labels[k][index])] for k in dataset.classes]
         axis.set_title("\n".join(names[:2]), fontsize=7)
     output = Path(output or f"{name}_{split}.png")

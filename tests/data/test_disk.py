@@ -178,7 +178,9 @@ def test_imagenet100_is_cmcs_hundred_classes_read_from_a_full_tree(tmp_path):
     assert isinstance(config.data, ImageNet100Config) and len(set(wnids)) == 100
     assert wnids[0] == "n02869837" and wnids[-1] == "n02090622"  # CMC's imagenet100.txt, first and last line
     write_imagenet(tmp_path, wnids, per_class=(1, 1))  # with two of ImageNet's classes outside the hundred
-    assert load_split(config.data, "test").classes["class"] == sorted(wnids)
+    test = load_split(config.data, "test")
+    assert test.classes["class"] == sorted(wnids)
+    assert isinstance(test, LazyImageDataset) and len(test) == 100  # 17.8 GB in memory at 224 px, so lazy
 
 
 def test_imagenet100_finds_the_tree_as_imagenet_under_a_data_folder_and_names_what_it_expected(tmp_path):
@@ -344,9 +346,11 @@ def test_lazy_split_decodes_on_read_and_equals_the_eager_one(tmp_path):
     lazy = load_from_disk(ImageFolderConfig(path=str(tmp_path), image_size=8, lazy=True), "train")
     assert isinstance(lazy, LazyImageDataset) and "images" not in vars(lazy)  # nothing decoded yet
     assert len(lazy) == len(eager) and lazy.image_size == 8 and lazy.classes == eager.classes
-    batch = next(iter(DataLoader(lazy, batch_size=len(lazy))))
+    batch = next(iter(DataLoader(lazy, batch_size=len(lazy))))  # decoded by threads in this process
     assert torch.equal(batch["image"], eager.images)
     assert torch.equal(batch["labels"]["class"], eager.labels["class"])
+    in_a_worker = torch.cat([b["image"] for b in DataLoader(lazy, batch_size=5, num_workers=1)])  # one by one
+    assert torch.equal(in_a_worker, eager.images)
     assert torch.equal(lazy.images, eager.images)  # what frozen-feature evaluation reads
     bad = lazy.files[3]
     bad.write_bytes(b"not an image")

@@ -1,5 +1,7 @@
 """The monitor logs what the offline kNN protocol and the online classifier measure, and leaves training as it was."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
@@ -7,16 +9,18 @@ import torch
 from augbench.augment.recipes import build_recipe
 from augbench.config import shipped_config
 from augbench.data import load_split
+from augbench.data.disk import ImageFolderConfig, load_from_disk
 from augbench.errors import ConfigError
 from augbench.evaluate.features import extract_features
 from augbench.evaluate.protocols import KNNConfig, knn_predict
 from augbench.methods import build_method
-from augbench.models.backbones import build_backbone
+from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import load_encoder
 from augbench.train.checkpoint import safe_load
 from augbench.train.monitor import MonitorConfig, ProbeMonitor
 from augbench.train.pretrain import load_config, pretrain
 from tests.conftest import TINY_OVERRIDES
+from tests.data.layouts import write_tree
 
 TWO_EPOCHS = [*TINY_OVERRIDES, "trainer.max_steps=-1", "trainer.max_epochs=2", "method.queue_size=32"]
 
@@ -87,6 +91,23 @@ def test_the_online_classifier_learns_from_detached_features_and_training_is_unc
     assert linear.iloc[-1] == pytest.approx(expected, abs=1e-4)
     plain_encoder, _ = load_encoder(pretrain(_config(tmp_path, "plain")).directory)
     assert all(torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), plain_encoder.state_dict().values()))
+
+
+def test_the_monitor_embeds_a_lazy_split_as_the_same_split_in_memory_without_decoding_it_whole(tmp_path):
+    write_tree(tmp_path, per_class=(12, 10, 8))
+    config = ImageFolderConfig(path=str(tmp_path), image_size=16, val_fraction=0.2, test_fraction=0.1)
+    settings = MonitorConfig(label="class", k=3, max_bank_images=15, max_val_images=5, batch_size=4)
+    encoder = build_backbone(BackboneConfig(width=0.125))
+    monitors = {}
+    for lazy in (False, True):
+        train, val = (load_from_disk(replace(config, lazy=lazy), split) for split in ("train", "val"))
+        monitors[lazy] = ProbeMonitor(settings, train, val, seed=0)
+    for sample in ("bank", "queries"):
+        held, streamed = (getattr(monitors[lazy], sample) for lazy in (False, True))
+        assert torch.equal(held.indices, streamed.indices)
+        assert torch.equal(held.features(encoder, 4, "cpu"), streamed.features(encoder, 4, "cpu"))
+        assert "images" not in vars(streamed.dataset)
+    assert monitors[True].accuracies(encoder, None, "cpu") == monitors[False].accuracies(encoder, None, "cpu")
 
 
 @pytest.mark.parametrize("preset", ["moco_v2", "byol", "simclr", "simsiam", "swav", "looc", "looc++", "hai_moco_v2"])
