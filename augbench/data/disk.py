@@ -6,10 +6,11 @@ has, laid out as torchvision's loaders expect (the folder that holds, say,
 classes list the files and labels; every image is then decoded by
 `augbench.data.decode.decode_image` and resized on load to
 `image_size`×`image_size` (shorter side to `image_size`, then a centre crop;
-or `resize: stretch`), so a split becomes one in-memory `ImageDataset`.
-Before decoding, the split's size in memory is estimated and refused above
-`max_memory_gb` (default: half the machine's RAM) with the figure and a
-smaller `image_size` that would fit.
+or `resize: stretch`), so a split becomes one in-memory `ImageDataset`; or,
+with `lazy: true`, as it is read (`LazyImageDataset`). Before decoding, the
+split's size in memory is estimated and refused above `max_memory_gb`
+(default: half the machine's RAM) with the figure and a smaller
+`image_size` that would fit.
 
 Splits: a dataset's own train/val/test splits are used where it has them;
 a missing validation split is carved from train (`val_fraction`, stratified
@@ -28,8 +29,8 @@ import codecs
 import os
 import pickle
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -63,7 +64,8 @@ class DiskConfig:
     own (both are fractions of the whole, as in the `digits` dataset).
     `num_workers`: decoding threads. `max_memory_gb`: refuse a split whose
     images would take more (null: half the machine's RAM). `lazy`: decode
-    each image when it is read (see `LazyImageDataset`) instead of on load.
+    and resize each image when it is read (see `LazyImageDataset`) instead
+    of on load.
     """
 
     name: str = MISSING
@@ -218,46 +220,47 @@ class DiskImageDataset(ImageDataset):
 
 
 class LazyImageDataset(Dataset):
-    """A split of image files decoded one by one as they are read, for datasets too large for memory.
+    """A split brought to `image_size` as it is read, for datasets too large for memory at that size.
 
+    It keeps its image files, or (CIFAR, STL-10) its images at their native
+    size: CIFAR-10 is 180 MB at 32 px, and 9 GB in memory at 224.
     Pretraining reads batches through a DataLoader: its `trainer.num_workers`
     processes decode them while the model trains, or without workers
     `config.num_workers` threads decode each; memory holds only the batches
-    in flight.
-    Frozen-feature evaluation reads `batches`, so it holds the features and
-    two batches of images, never the split; a subset (`take`) is lazy too.
-    An undecodable file raises `DataError` with its path when it is read.
-    `images` (what the protocols that train on pixels read: SGD linear,
-    fine-tuning, crop pairs, dense heads) decodes the whole split once, with
-    the same memory check as an eager load.
+    in flight. Frozen-feature evaluation reads `batches`, so it holds the
+    features and two batches of images, never the split; a subset (`take`)
+    is lazy too. An undecodable file raises `DataError` with its path when it
+    is read. `images` (what the protocols that train on pixels read: SGD
+    linear, fine-tuning, crop pairs, dense heads) brings the whole split to
+    size once, with the same memory check as an eager load.
     """
 
-    def __init__(self, name: str, split: str, files: list[Path], labels: dict[str, Tensor],
+    def __init__(self, name: str, split: str, source: list[Path] | np.ndarray, labels: dict[str, Tensor],
                  classes: dict[str, list[str]], config: DiskConfig):
-        self.name, self.split, self.files, self.labels, self.classes = name, split, files, labels, classes
+        """`source`: the image files, or the images (N, 3, H, W) uint8 at their native size."""
+        self.name, self.split, self.labels, self.classes = name, split, labels, classes
+        self.files, self.arrays = (source, None) if isinstance(source, list) else (None, source)
         # A plain DiskConfig: the registry's config classes are made at run time and would not pickle into
         # DataLoader worker processes started by spawn.
         self.config = DiskConfig(**{f.name: getattr(config, f.name) for f in fields(DiskConfig)})
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.files if self.arrays is None else self.arrays)
 
     def __getitem__(self, index: int) -> dict:
-        return {"image": self._decode(index), "labels": {k: v[index] for k, v in self.labels.items()}}
+        return self._items([index], self._read([index])())[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
         """A batch of items: what a DataLoader reads in place of `__getitem__` one index at a time.
 
         In the training process (`trainer.num_workers: 0`) `config.num_workers`
-        threads decode the batch; in a DataLoader worker the workers already
-        decode in parallel, so it decodes one image after another.
+        threads decode the batch's files; in a DataLoader worker the workers
+        already decode in parallel, so it decodes one file after another.
         """
         if get_worker_info() is not None or self.config.num_workers <= 1:
-            return [self[index] for index in indices]
+            return self._items(indices, self._read(indices)())
         with ThreadPoolExecutor(max_workers=self.config.num_workers) as pool:
-            images = list(pool.map(self._decode, indices))
-        return [{"image": image, "labels": {k: v[index] for k, v in self.labels.items()}}
-                for image, index in zip(images, indices, strict=True)]
+            return self._items(indices, self._read(indices, pool)())
 
     @property
     def image_size(self) -> int:
@@ -265,8 +268,10 @@ class LazyImageDataset(Dataset):
 
     @cached_property
     def images(self) -> Tensor:
-        """(N, 3, S, S) uint8, every image decoded."""
+        """(N, 3, S, S) uint8, every image brought to size."""
         _check_memory(len(self), self.config, self.split)
+        if self.arrays is not None:
+            return _fit_arrays(self.arrays, self.config)
         decoded, _ = _decode_files(self.files, self.config)
         size = self.image_size
         return torch.stack(decoded) if decoded else torch.empty(0, 3, size, size, dtype=torch.uint8)
@@ -274,29 +279,48 @@ class LazyImageDataset(Dataset):
     def batches(self, batch_size: int) -> Iterator[Tensor]:
         """The split's images in order, (B, 3, S, S) uint8 `batch_size` at a time.
 
-        `config.num_workers` threads decode (Pillow releases the GIL), the
-        next batch while the caller works on this one.
+        `config.num_workers` threads decode files (Pillow releases the GIL),
+        the next batch while the caller works on this one.
         """
-        if "images" in vars(self):  # decoded already: no file is read twice
+        if "images" in vars(self):  # brought to size already: no file is read twice
             yield from self.images.split(batch_size)
             return
         with ThreadPoolExecutor(max_workers=max(1, self.config.num_workers)) as pool:
-            def submit(start: int) -> list[Future]:
-                return [pool.submit(self._decode, index) for index in range(start, min(start + batch_size, len(self)))]
-
-            pending = submit(0)
+            pending = self._read(range(0, min(batch_size, len(self))), pool)
             for start in range(0, len(self), batch_size):
-                decoding, pending = pending, submit(start + batch_size)
-                yield torch.stack([future.result() for future in decoding])
+                reading, pending = pending, self._read(range(start + batch_size, min(start + 2 * batch_size,
+                                                                                     len(self))), pool)
+                yield reading()
 
     def take(self, indices: Tensor) -> LazyImageDataset:
-        """The files and labels at `indices` (a long tensor), in that order, still undecoded."""
-        return LazyImageDataset(self.name, self.split, [self.files[i] for i in indices.tolist()],
+        """The images and labels at `indices` (a long tensor), in that order, still unread."""
+        source = [self.files[i] for i in indices.tolist()] if self.arrays is None else self.arrays[indices.numpy()]
+        return LazyImageDataset(self.name, self.split, source,
                                 {name: values[indices] for name, values in self.labels.items()}, dict(self.classes),
                                 self.config)
 
-    def _decode(self, index: int) -> Tensor:
-        return _fit(decode_image(self.files[index], min_size=self.config.image_size), self.config)
+    def _read(self, indices: Sequence[int], pool: ThreadPoolExecutor | None = None) -> Callable[[], Tensor]:
+        """The images at `indices`, (B, 3, S, S) uint8, as a call that waits for them: files are decoded by
+        `pool` (without one, here and now), native-size images are resized here and now."""
+        if self.arrays is not None:
+            images = _fit(torch.from_numpy(self.arrays[list(indices)]), self.config)
+            return lambda: images
+        if pool is None:
+            images = torch.stack([self._decode(self.files[i]) for i in indices])
+            return lambda: images
+        futures = [pool.submit(self._decode, self.files[i]) for i in indices]
+        return lambda: torch.stack([future.result() for future in futures])
+
+    def _decode(self, path: Path) -> Tensor:
+        try:
+            return _decode_file(path, self.config)
+        except DataError as error:
+            raise DataError(f"{error} (a lazily read split cannot leave it out; to skip such files, load it with "
+                            "lazy=false and skip_bad_images=true)") from None
+
+    def _items(self, indices: Sequence[int], images: Tensor) -> list[dict]:
+        return [{"image": image, "labels": {k: v[index] for k, v in self.labels.items()}}
+                for image, index in zip(images, indices, strict=True)]
 
 
 @dataclass
@@ -669,10 +693,21 @@ def _fit(images: Tensor, config: DiskConfig) -> Tensor:
     return TF.center_crop(TF.resize(images, [size], antialias=True), [size, size])
 
 
+def _fit_arrays(arrays: np.ndarray, config: DiskConfig) -> Tensor:
+    """(N, 3, H, W) uint8 native-size images → (N, 3, S, S), a few thousand at a time."""
+    images = torch.from_numpy(np.ascontiguousarray(arrays))
+    images = torch.cat([_fit(chunk, config) for chunk in images.split(4096)]) if len(images) else images
+    return images.reshape(-1, 3, config.image_size, config.image_size).contiguous()
+
+
+def _decode_file(path: Path, config: DiskConfig) -> Tensor:
+    return _fit(decode_image(path, min_size=config.image_size), config)
+
+
 def _decode_files(files: list[Path], config: DiskConfig) -> tuple[list[Tensor | None], list[tuple[str, str]]]:
     def decode(path: Path) -> Tensor | DataError:
         try:
-            return _fit(decode_image(path, min_size=config.image_size), config)
+            return _decode_file(path, config)
         except DataError as error:
             return error
 
@@ -693,9 +728,7 @@ def _materialise(samples: _Samples, config: DiskConfig, split: str, classes: dic
     labels = {name: torch.from_numpy(np.asarray(values, dtype=np.int64)) for name, values in samples.labels.items()}
     skipped: list[tuple[str, str]] = []
     if samples.arrays is not None:
-        images = torch.from_numpy(np.ascontiguousarray(samples.arrays))
-        images = torch.cat([_fit(chunk, config) for chunk in images.split(4096)]) if len(images) else images
-        images = images.reshape(-1, 3, size, size)
+        images = _fit_arrays(samples.arrays, config)
     else:
         decoded, skipped = _decode_files(samples.files, config)
         keep = torch.tensor([image is not None for image in decoded], dtype=torch.bool)
@@ -711,8 +744,8 @@ def _materialise(samples: _Samples, config: DiskConfig, split: str, classes: dic
 def load_from_disk(config: DiskConfig, split: str) -> DiskImageDataset | LazyImageDataset:
     """The `split` ("train", "val" or "test") of the on-disk dataset `config` describes.
 
-    In memory, or with `lazy: true` a `LazyImageDataset` for image-file datasets (CIFAR and STL-10 are one
-    array on disk and always load into memory).
+    In memory, or with `lazy: true` a `LazyImageDataset` of the image files, or of CIFAR's and STL-10's images
+    at their native size.
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
@@ -734,9 +767,10 @@ def load_from_disk(config: DiskConfig, split: str) -> DiskImageDataset | LazyIma
     if len(splits["train"]) == 0:
         raise DataError(f"data.path={config.path}: the {config.name} train split is empty")
     samples = splits[split]
-    if config.lazy and samples.files is not None:
+    if config.lazy:
         labels = {name: torch.from_numpy(np.asarray(values, dtype=np.int64)) for name, values in samples.labels.items()}
-        return LazyImageDataset(config.name, split, samples.files, labels, listing.classes, config)
+        source = samples.files if samples.files is not None else samples.arrays
+        return LazyImageDataset(config.name, split, source, labels, listing.classes, config)
     return _materialise(samples, config, split, listing.classes)
 
 

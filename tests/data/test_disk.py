@@ -377,8 +377,21 @@ def test_lazy_split_streams_in_batches_and_its_subsets_stay_undecoded(tmp_path):
     assert isinstance(skewed, LazyImageDataset) and skewed.labels["class"].bincount().tolist() == [2, 2, 2]
     bad = lazy.files[9]
     bad.write_bytes(b"not an image")
-    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}: cannot decode image"):
+    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}: cannot decode image.*lazy=false and skip_bad_imag"):
         list(lazy.batches(4))
+
+
+def test_lazy_cifar_keeps_its_native_images_and_brings_them_to_size_as_they_are_read(tmp_path):
+    write_cifar10(tmp_path)
+    config = Cifar10Config(path=str(tmp_path), image_size=48)
+    eager = load_from_disk(config, "train")
+    lazy = load_from_disk(replace(config, lazy=True), "train")
+    assert isinstance(lazy, LazyImageDataset) and lazy.arrays.shape[1:] == (3, 32, 32) and lazy.files is None
+    assert torch.equal(torch.cat(list(lazy.batches(7))), eager.images) and "images" not in vars(lazy)
+    assert torch.equal(next(iter(DataLoader(lazy, batch_size=len(lazy))))["image"], eager.images)
+    picked = subset(lazy, np.array([5, 1, 20]))
+    assert isinstance(picked, LazyImageDataset) and torch.equal(picked.images, eager.images[[5, 1, 20]])
+    assert torch.equal(lazy.images, eager.images)
 
 
 def test_pretraining_reads_a_lazy_image_folder(tmp_path):

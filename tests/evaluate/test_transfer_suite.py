@@ -49,6 +49,19 @@ def test_every_task_reads_its_dataset_under_the_root_and_is_scored_by_its_metric
     assert (linear > 60).all(), linear.to_dict()
 
 
+def test_every_task_reads_its_splits_lazily_and_scores_as_with_them_in_memory(tmp_path, monkeypatch):
+    write_transfer_root(tmp_path)
+    monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path))
+    _, tasks = load_suite("transfer")
+    assert all(task.dataset.lazy for task in tasks)
+    encoder = build_backbone(BackboneConfig(width=0.125))
+    at_224_px = ["dataset_overrides.image_size=224", "knn.k=3", "tasks=[cifar10,stl10,flowers102_5shot]"]
+    held = evaluate(encoder, "transfer", overrides=[*at_224_px, "dataset_overrides.lazy=false"], progress=False)
+    streamed = evaluate(encoder, "transfer", overrides=at_224_px, progress=False)
+    assert streamed.value.tolist() == pytest.approx(held.value.tolist(), abs=1e-6)
+    assert {json.loads(d)["image_size"] for d in streamed.dataset} == {224}
+
+
 def test_the_root_given_as_an_override_wins_over_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path / "elsewhere"))
     _, tasks = load_suite("transfer", [f"dataset_overrides.path={tmp_path}"])
