@@ -105,8 +105,8 @@ def main() -> None:
     sgd_run_seconds, sgd_correct = [], []
     for seed in range(args.sgd_seeds):
         start = time.perf_counter()
-        head, chosen = sgd_linear_classifier(encoder, (images["train"], labels["train"]),
-                                             (images["val"], labels["val"]), num_classes,
+        head, chosen = sgd_linear_classifier(encoder, (splits["train"], labels["train"]),
+                                             (splits["val"], labels["val"]), num_classes,
                                              SGDLinearConfig(epochs=args.epochs), seed=seed, device="cpu")
         with torch.no_grad():
             sgd_predictions = head(extract_features(encoder, images["test"], device="cpu")).argmax(1)

@@ -12,6 +12,9 @@ from augbench.data.disk import DISK_DATASETS, LazyImageDataset, load_from_disk
 from augbench.data.shapes_world import SHAPES_WORLD_LABELS, ShapesWorldConfig, load_shapes_world
 from augbench.data.subsets import SubsetConfig, apply_subset
 
+# A split as `load_split` returns it: in memory, or brought to size as it is read (`lazy: true`).
+Split = ImageDataset | LazyImageDataset
+
 
 @dataclass(frozen=True)
 class DatasetEntry:
@@ -41,11 +44,11 @@ def _with_subset(config_type: type) -> type:
     return make_dataclass(config_type.__name__, [subset_field], bases=(config_type,))
 
 
-def load_split(config, split: str) -> ImageDataset | LazyImageDataset:
+def load_split(config, split: str) -> Split:
     """The `split` ("train", "val" or "test") of the dataset `config` describes; `subset` applies to "train"."""
     dataset = DATASETS[config.name].load(config, split)
     subset_config = getattr(config, "subset", None)
     return apply_subset(dataset, subset_config) if subset_config is not None and split == "train" else dataset
 
 
-__all__ = ["DATASETS", "SPLITS", "ImageDataset", "LazyImageDataset", "dataset_config_type", "load_split"]
+__all__ = ["DATASETS", "SPLITS", "ImageDataset", "LazyImageDataset", "Split", "dataset_config_type", "load_split"]

@@ -46,9 +46,13 @@ class ImageDataset(Dataset):
     def image_size(self) -> int:
         return self.images.shape[-1]
 
-    def batches(self, batch_size: int) -> Iterator[Tensor]:
-        """The images in order, (B, 3, H, W) uint8 `batch_size` at a time (as `LazyImageDataset.batches`)."""
-        yield from self.images.split(batch_size)
+    def batches(self, batch_size: int, order: Tensor | None = None) -> Iterator[Tensor]:
+        """The images in order, or those at `order` (indices), (B, 3, H, W) uint8 `batch_size` at a time (as
+        `LazyImageDataset.batches`)."""
+        if order is None:
+            yield from self.images.split(batch_size)
+        else:
+            yield from (self.images[indices] for indices in order.split(batch_size))
 
     def take(self, indices: Tensor) -> ImageDataset:
         """The images and labels at `indices` (a long tensor), in that order."""

@@ -227,12 +227,12 @@ class LazyImageDataset(Dataset):
     Pretraining reads batches through a DataLoader: its `trainer.num_workers`
     processes decode them while the model trains, or without workers
     `config.num_workers` threads decode each; memory holds only the batches
-    in flight. Frozen-feature evaluation reads `batches`, so it holds the
-    features and two batches of images, never the split; a subset (`take`)
-    is lazy too. An undecodable file raises `DataError` with its path when it
-    is read. `images` (what the protocols that train on pixels read: SGD
-    linear, fine-tuning, crop pairs, dense heads) brings the whole split to
-    size once, with the same memory check as an eager load.
+    in flight. Evaluation reads `batches` (frozen features once; SGD linear
+    and fine-tuning every epoch, in a shuffled order), so it holds two
+    batches of images, never the split; a subset (`take`) is lazy too. An
+    undecodable file raises `DataError` with its path when it is read.
+    `images` (what crop pairs and dense heads read) brings the whole split
+    to size once, with the same memory check as an eager load.
     """
 
     def __init__(self, name: str, split: str, source: list[Path] | np.ndarray, labels: dict[str, Tensor],
@@ -276,20 +276,20 @@ class LazyImageDataset(Dataset):
         size = self.image_size
         return torch.stack(decoded) if decoded else torch.empty(0, 3, size, size, dtype=torch.uint8)
 
-    def batches(self, batch_size: int) -> Iterator[Tensor]:
-        """The split's images in order, (B, 3, S, S) uint8 `batch_size` at a time.
+    def batches(self, batch_size: int, order: Tensor | None = None) -> Iterator[Tensor]:
+        """The split's images in order, or those at `order` (indices), (B, 3, S, S) uint8 `batch_size` at a time.
 
         `config.num_workers` threads decode files (Pillow releases the GIL),
         the next batch while the caller works on this one.
         """
+        chunks = (torch.arange(len(self)) if order is None else order).split(batch_size)
         if "images" in vars(self):  # brought to size already: no file is read twice
-            yield from self.images.split(batch_size)
+            yield from (self.images[indices] for indices in chunks)
             return
         with ThreadPoolExecutor(max_workers=max(1, self.config.num_workers)) as pool:
-            pending = self._read(range(0, min(batch_size, len(self))), pool)
-            for start in range(0, len(self), batch_size):
-                reading, pending = pending, self._read(range(start + batch_size, min(start + 2 * batch_size,
-                                                                                     len(self))), pool)
+            pending = self._read(chunks[0].tolist(), pool) if chunks else None
+            for following in [*chunks[1:], None]:
+                reading, pending = pending, None if following is None else self._read(following.tolist(), pool)
                 yield reading()
 
     def take(self, indices: Tensor) -> LazyImageDataset:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from augbench.augment.views import to_float
-from augbench.data import ImageDataset, LazyImageDataset
+from augbench.data import Split
 
 # On a CPU, batches whose activations outgrow the caches embed up to 2.5x fewer images a second. Measured on 2 cores
 # (Shapes World, best of interleaved runs): a quarter-width ResNet-18 with the CIFAR stem embedded 2,418 / 2,490 /
@@ -19,8 +19,9 @@ CPU_MIN_BATCH = 8
 
 
 @torch.inference_mode()
-def extract_features(encoder: nn.Module, images: Tensor | ImageDataset | LazyImageDataset, batch_size: int = 512,
-                     device: str | None = None) -> Tensor:
+def extract_features(
+    encoder: nn.Module, images: Tensor | Split, batch_size: int = 512, device: str | None = None
+) -> Tensor:
     """Features (N, D) float32 on the CPU of uint8 `images` (N, 3, H, W), or of a split's images.
 
     A lazily decoded split is encoded as its batches are decoded, so memory

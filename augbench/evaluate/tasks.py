@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from augbench.augment.ops import RandomResizedCrop
 from augbench.augment.views import to_float
-from augbench.data import SPLITS, ImageDataset, LazyImageDataset, load_split
+from augbench.data import SPLITS, Split, load_split
 from augbench.data.subsets import long_tailed_indices, subset
 from augbench.errors import ConfigError
 from augbench.evaluate import dense as dense_head
@@ -38,11 +38,9 @@ from augbench.evaluate.protocols import (
 from augbench.evaluate.suite import SuiteConfig, TaskConfig, protocol_config, shifted_dataset
 from augbench.evaluate.training import finetune_classifier, sgd_linear_classifier
 
-# A split as loaded: in memory, or decoded as it is read (`lazy: true`). Only the protocols that run the encoder on
-# pixels themselves read its `images`; the others read the features cached once per split, so kNN, linear, MLP and
-# few-shot evaluation of a lazy split never hold its images.
-Split = ImageDataset | LazyImageDataset
-# A fitted protocol maps (features, the split or its uint8 images) to predictions in the target's encoding.
+# A fitted protocol maps (features, the split or its uint8 images) to predictions in the target's encoding. Most
+# read the features cached once per split; those that run the encoder on pixels themselves (SGD linear and
+# fine-tuning) read a lazily read split a batch at a time, so that none holds its images whole.
 Fitted = Callable[[Tensor, Split | Tensor], Tensor]
 
 
@@ -187,8 +185,8 @@ def _fit(protocol: str, task: TaskConfig, context: Context, train: tuple[Tensor,
         predict = fit_mlp((features, targets), outputs, classify, config, seed)
         return (lambda f, _: predict(f)), _settings(config), {"train_images": len(features), "epochs": config.epochs}
     if protocol == "sgd_linear":
-        head, chosen = sgd_linear_classifier(context.encoder, (data.images, targets), (val_data.images, val_targets),
-                                             num_classes, config, seed, context.device)
+        head, chosen = sgd_linear_classifier(context.encoder, (data, targets), (val_data, val_targets), num_classes,
+                                             config, seed, context.device)
 
         def predict_with_head(f: Tensor, _: Split | Tensor) -> Tensor:
             with torch.no_grad():
@@ -198,8 +196,7 @@ def _fit(protocol: str, task: TaskConfig, context: Context, train: tuple[Tensor,
         return predict_with_head, _settings(config, chosen), {"train_images": used, "epochs": config.epochs,
                                                               "sweep": len(config.lrs)}
     if protocol == "finetune":
-        model = finetune_classifier(context.encoder, (data.images, targets), num_classes, config, seed,
-                                    context.device)
+        model = finetune_classifier(context.encoder, (data, targets), num_classes, config, seed, context.device)
         used = min(len(data), config.max_train_images or len(data))
 
         def predict_finetuned(_: Tensor, test: Split | Tensor) -> Tensor:

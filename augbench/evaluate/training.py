@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from augbench.augment.ops import HorizontalFlip, RandomResizedCrop
 from augbench.augment.views import Pipeline, to_float
+from augbench.data import Split
 from augbench.errors import ConfigError
 from augbench.evaluate.features import extract_features
 from augbench.models.io import load_encoder
@@ -71,36 +72,45 @@ def _augmentation(size: int, crop_scale: list[float]) -> Pipeline:
     return Pipeline([RandomResizedCrop(size, scale=tuple(crop_scale)), HorizontalFlip(p=0.5)])
 
 
-def _capped(images: Tensor, labels: Tensor, cap: int) -> tuple[Tensor, Tensor]:
-    return (images[:cap], labels[:cap]) if cap else (images, labels)
+def _capped(data: Split, labels: Tensor, cap: int) -> tuple[Split, Tensor]:
+    return (data.take(torch.arange(cap)), labels[:cap]) if 0 < cap < len(data) else (data, labels)
+
+
+def _feature_width(encoder: nn.Module, data: Split, device: str) -> int:
+    return extract_features(encoder, data.take(torch.arange(1)), device=device).shape[1]
 
 
 def sgd_linear_classifier(
-    encoder: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], num_classes: int,
+    encoder: nn.Module, train: tuple[Split, Tensor], val: tuple[Split, Tensor], num_classes: int,
     config: SGDLinearConfig, seed: int, device: str,
 ) -> tuple[nn.Module, dict]:
-    """The chosen head (features → logits) and {"lr": chosen, "val_accuracy": {lr: acc}}; images are uint8."""
-    images, labels = _capped(*train, config.max_train_images)
+    """The chosen head (features → logits) and {"lr": chosen, "val_accuracy": {lr: acc}}.
+
+    `train` and `val` are a split and its labels; a lazily read split is
+    decoded a batch ahead, epoch after epoch, and never held whole.
+    """
+    data, labels = _capped(*train, config.max_train_images)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    augment = _augmentation(images.shape[-1], config.crop_scale)
-    dim = extract_features(encoder, images[:2], device=device).shape[1]
+    augment = _augmentation(data.image_size, config.crop_scale)
+    dim = _feature_width(encoder, data, device)
     heads = nn.ModuleList(
         nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, num_classes)) for _ in config.lrs
     ).to(device)
     optimizer = torch.optim.SGD(
         [{"params": head.parameters(), "lr": lr} for head, lr in zip(heads, config.lrs)], momentum=config.momentum
     )
-    batches_per_epoch = len(images) // config.batch_size + (len(images) % config.batch_size > 1)
+    # A last batch of one image is left out: BatchNorm cannot normalise it.
+    used = len(data) - (len(data) % config.batch_size == 1)
+    batches_per_epoch = -(-used // config.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, config.epochs * batches_per_epoch))
     was_training = encoder.training
     encoder.eval()
     try:
         for _ in range(config.epochs):
-            for batch in torch.randperm(len(images), generator=generator).split(config.batch_size):
-                if len(batch) < 2:
-                    continue
-                view = augment(to_float(images[batch]), generator)
+            order = torch.randperm(len(data), generator=generator)[:used]
+            for batch, images in zip(order.split(config.batch_size), data.batches(config.batch_size, order)):
+                view = augment(to_float(images), generator)
                 with torch.no_grad():
                     features = encoder(view.images.to(device)).flatten(1)
                 optimizer.zero_grad()
@@ -144,26 +154,30 @@ def norm_rescale(encoder: nn.Module, reference: nn.Module, reference_name: str) 
 
 
 def finetune_classifier(
-    encoder: nn.Module, train: tuple[Tensor, Tensor], num_classes: int, config: FinetuneConfig, seed: int,
+    encoder: nn.Module, train: tuple[Split, Tensor], num_classes: int, config: FinetuneConfig, seed: int,
     device: str,
 ) -> nn.Module:
-    """A fine-tuned copy of `encoder` followed by a linear head (images in [0, 1] → logits), in eval mode."""
-    images, labels = _capped(*train, config.max_train_images)
+    """A fine-tuned copy of `encoder` followed by a linear head (images in [0, 1] → logits), in eval mode.
+
+    `train` is a split and its labels, read as `sgd_linear_classifier` reads them.
+    """
+    data, labels = _capped(*train, config.max_train_images)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    augment = _augmentation(images.shape[-1], config.crop_scale)
+    augment = _augmentation(data.image_size, config.crop_scale)
     backbone = copy.deepcopy(encoder).to(device)
     if config.norm_rescale:
         norm_rescale(backbone, load_encoder(config.norm_rescale)[0], config.norm_rescale)
-    dim = extract_features(backbone, images[:2], device=device).shape[1]
+    dim = _feature_width(backbone, data, device)
     model = nn.Sequential(backbone, nn.Flatten(1), nn.Linear(dim, num_classes)).to(device).train()
     optimizer = build_optimizer(model, config.optimizer, config.batch_size)
-    steps_per_epoch = max(1, len(images) // config.batch_size)
+    steps_per_epoch = max(1, len(data) // config.batch_size)
     scheduler = build_scheduler(optimizer, config.optimizer, steps_per_epoch, config.epochs * steps_per_epoch)
     for _ in range(config.epochs):
         # drop_last: a final batch of one image would break BatchNorm in train mode.
-        for batch in torch.randperm(len(images), generator=generator).split(config.batch_size)[:steps_per_epoch]:
-            view = augment(to_float(images[batch]), generator)
+        order = torch.randperm(len(data), generator=generator)[: steps_per_epoch * config.batch_size]
+        for batch, images in zip(order.split(config.batch_size), data.batches(config.batch_size, order)):
+            view = augment(to_float(images), generator)
             optimizer.zero_grad()
             F.cross_entropy(model(view.images.to(device)), labels[batch].to(device)).backward()
             optimizer.step()

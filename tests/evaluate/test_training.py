@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from augbench.data import ImageDataset
 from augbench.errors import ConfigError
 from augbench.evaluate.suite import load_suite
 from augbench.evaluate.training import FinetuneConfig, finetune_classifier, norm_rescale
@@ -59,7 +60,8 @@ def test_finetuning_starts_from_the_rescaled_copy_of_the_encoder(tmp_path):
     config = FinetuneConfig(epochs=1, batch_size=8, norm_rescale=str(path),
                             optimizer=OptimConfig(name="sgd", lr=1e-12, weight_decay=0.0, warmup_epochs=0))
     images, labels = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8), torch.arange(16) % 2
-    model = finetune_classifier(encoder, (images, labels), 2, config, seed=0, device="cpu")
+    data = ImageDataset("noise", "train", images, {"class": labels})
+    model = finetune_classifier(encoder, (data, labels), 2, config, seed=0, device="cpu")
     weight = model[0].conv1.weight.detach()
     assert weight.norm().item() == pytest.approx(reference.conv1.weight.norm().item(), rel=1e-5)
     assert F.cosine_similarity(weight.flatten(), before["conv1.weight"].flatten(), dim=0).item() == pytest.approx(1.0)
