@@ -20,21 +20,26 @@ CPU_MIN_BATCH = 8
 
 @torch.inference_mode()
 def extract_features(
-    encoder: nn.Module, images: Tensor | Split, batch_size: int = 512, device: str | None = None
+    encoder: nn.Module, images: Tensor | Split, batch_size: int = 512, device: str | None = None,
+    order: Tensor | None = None,
 ) -> Tensor:
     """Features (N, D) float32 on the CPU of uint8 `images` (N, 3, H, W), or of a split's images.
 
-    A lazily decoded split is encoded as its batches are decoded, so memory
-    holds its features, never its images. The encoder runs in eval mode, so
-    BatchNorm uses its running statistics and does not update them (the
-    failure of lightly issue 1440); its train/eval mode is restored
+    `order`: the indices of the images to encode, in that order (all, when
+    None). A lazily decoded split is encoded as its batches are decoded, so
+    memory holds its features, never its images. The encoder runs in eval
+    mode, so BatchNorm uses its running statistics and does not update them
+    (the failure of lightly issue 1440); its train/eval mode is restored
     afterwards. On a CPU, `batch_size` is capped as `CPU_BATCH_PIXELS` says.
     """
     device = torch.device(device or next(encoder.parameters()).device)
     if device.type == "cpu":
         pixels = images.shape[-2] * images.shape[-1] if isinstance(images, Tensor) else images.image_size**2
         batch_size = min(batch_size, max(CPU_MIN_BATCH, CPU_BATCH_PIXELS // pixels))
-    batches = images.split(batch_size) if isinstance(images, Tensor) else images.batches(batch_size)
+    if isinstance(images, Tensor):
+        batches = (images if order is None else images[order]).split(batch_size)
+    else:
+        batches = images.batches(batch_size, order)
     was_training = encoder.training
     encoder.eval()
     try:

@@ -77,7 +77,7 @@ def _capped(data: Split, labels: Tensor, cap: int) -> tuple[Split, Tensor]:
 
 
 def _feature_width(encoder: nn.Module, data: Split, device: str) -> int:
-    return extract_features(encoder, data.take(torch.arange(1)), device=device).shape[1]
+    return extract_features(encoder, data, device=device, order=torch.arange(1)).shape[1]
 
 
 def sgd_linear_classifier(

@@ -28,7 +28,6 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from augbench.data import ImageDataset
 from augbench.errors import ConfigError
 from augbench.evaluate.features import extract_features
 from augbench.evaluate.protocols import KNNConfig, knn_predict
@@ -104,9 +103,8 @@ class ProbeMonitor(Callback):
 class _Sample:
     """Up to `count` items of a split that carry a class (STL-10's unlabelled images, label -1, do not), drawn once.
 
-    Its images are never held whole when embedded: in memory they are
-    gathered a batch at a time (a copy of 10,000 at 224 px would take
-    1.5 GB); of a lazily decoded split, its threads decode them a batch ahead.
+    Its images are read a batch at a time when embedded, never held whole:
+    in memory a copy of 10,000 at 224 px would take 1.5 GB.
     """
 
     def __init__(self, dataset: Dataset, label: str, count: int, generator: torch.Generator):
@@ -123,7 +121,4 @@ class _Sample:
         self.labels = labels[self.indices]
 
     def features(self, encoder: nn.Module, batch_size: int, device: torch.device | str) -> Tensor:
-        if not isinstance(self.dataset, ImageDataset):
-            return extract_features(encoder, self.dataset.take(self.indices), batch_size, device)
-        return torch.cat([extract_features(encoder, self.dataset.images[batch], batch_size, device)
-                          for batch in self.indices.split(batch_size)])  # (N, D)
+        return extract_features(encoder, self.dataset, batch_size, device, order=self.indices)  # (N, D)
