@@ -9,10 +9,8 @@ downloads. Severity parameters are those of their CIFAR-10-C generator
 H / 32 so larger images see the same relative corruption. Where their code
 depends on something we do not ship, a documented stand-in is used:
 
-- `motion_blur`: ImageMagick's motion blur → kornia's line kernel of the
-  same length at a random angle in [-45°, 45°].
-- `snow`: ImageMagick's motion-blurred snow layer → the same thresholded
-  Gaussian layer blurred by kornia's motion blur.
+- `motion_blur` and `snow`: ImageMagick's motion blur (through Wand) →
+  the same filter on tensors (`_imagemagick_motion_blur`).
 - `frost`: the frost photographs are not shipped → a procedural frost layer
   (fractal noise sharpened into crystal-like ridges, tinted blue-white),
   blended with the image weights of the original.
@@ -35,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.color import hsv_to_rgb, rgb_to_grayscale, rgb_to_hsv
-from kornia.filters import filter2d, gaussian_blur2d, motion_blur
+from kornia.filters import filter2d, gaussian_blur2d
 from PIL import Image
 from torch import Tensor
 from torchvision.ops import roi_align
@@ -48,7 +46,8 @@ def _scale(images: Tensor) -> float:
 
 
 def _odd(value: float) -> int:
-    return max(3, 2 * round(value / 2) + 1)
+    """The odd integer nearest `value`, at least 3."""
+    return max(3, 2 * math.floor(value / 2) + 1)
 
 
 def _blur(images: Tensor, sigma: float) -> Tensor:
@@ -76,14 +75,17 @@ def impulse_noise(images: Tensor, severity: int, generator: torch.Generator) -> 
 
 
 def defocus_blur(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    """Their `disk`: the pixels within `radius` of the centre, normalised, then Gaussian-blurred (`alias_sigma`) in
+    a zero margin wide enough that none of the blur folds back."""
     radius, alias_sigma = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1))[severity - 1]
     radius, alias_sigma = radius * _scale(images), alias_sigma * _scale(images)
-    half = max(1, math.ceil(radius))
+    alias_size = _odd(6 * alias_sigma)
+    half = math.floor(radius) + alias_size // 2
     ticks = torch.arange(-half, half + 1, dtype=images.dtype)
-    distance = torch.sqrt(ticks[:, None] ** 2 + ticks[None, :] ** 2)
-    disk = (radius + 0.5 - distance).clamp(0, 1)  # anti-aliased disk, as their `disk` is after its alias blur
-    disk = _blur(disk[None, None], alias_sigma)[0, 0] if alias_sigma > 0.3 else disk
-    return filter2d(images, (disk / disk.sum())[None], border_type="reflect").clamp(0, 1)
+    disk = (ticks[:, None] ** 2 + ticks[None, :] ** 2 <= radius**2).to(images.dtype)
+    disk = gaussian_blur2d((disk / disk.sum())[None, None], alias_size, (alias_sigma, alias_sigma),
+                           border_type="constant")[0]
+    return filter2d(images, disk / disk.sum(), border_type="reflect").clamp(0, 1)
 
 
 def glass_blur(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
@@ -101,24 +103,51 @@ def glass_blur(images: Tensor, severity: int, generator: torch.Generator) -> Ten
     return _blur(images, sigma * scale).clamp(0, 1)
 
 
-def _motion(images: Tensor, length: float, generator: torch.Generator) -> Tensor:
-    angle = torch.rand(len(images), generator=generator) * 90 - 45
-    return motion_blur(images, _odd(length), angle, torch.zeros(len(images)), border_type="reflect")
+def _imagemagick_motion_blur(images: Tensor, radius: float, sigma: float, degrees: Tensor) -> Tensor:
+    """ImageMagick's MotionBlurImage, per image at `degrees` (B,): a one-sided Gaussian along the angle.
+
+    Output pixel p is Σᵢ wᵢ · image(p + round(i · (cos θ, sin θ))) for
+    i = 0 … 2⌈radius⌉, wᵢ ∝ exp(−i² / 2σ²), with edge pixels repeated.
+    Written here because kornia's and torchvision's motion blurs are centred
+    lines of equal weights: a different filter from the one ImageNet-C used.
+    """
+    taps = torch.arange(2 * math.ceil(radius) + 1, dtype=images.dtype)
+    weights = torch.exp(-(taps**2) / (2 * sigma**2))
+    weights = weights / weights.sum()
+    radians = torch.deg2rad(degrees.to(images.dtype))[:, None]
+    # ImageMagick rounds an offset v to ceil(v − 0.5).
+    dx = torch.ceil(taps * torch.cos(radians) - 0.5).long()  # (B, taps)
+    dy = torch.ceil(taps * torch.sin(radians) - 0.5).long()
+    channels, height, width = images.shape[1:]
+    rows, cols = torch.arange(height)[None, :, None], torch.arange(width)[None, None, :]
+    flat = images.flatten(2)
+    total = torch.zeros_like(flat)
+    for tap, weight in enumerate(weights.tolist()):
+        y = (rows + dy[:, tap, None, None]).clamp(0, height - 1)
+        x = (cols + dx[:, tap, None, None]).clamp(0, width - 1)
+        source = (y * width + x).flatten(1)[:, None].expand(-1, channels, -1)
+        total += weight * flat.gather(2, source)
+    return total.view_as(images)
+
+
+def _uniform_degrees(low: float, high: float, batch: int, generator: torch.Generator) -> Tensor:
+    return torch.rand(batch, generator=generator) * (high - low) + low
 
 
 def motion_blur_corruption(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
-    # ImageMagick's motion blur with (radius 10-12, sigma 1-3) spreads over about 2·sigma + 1 pixels.
-    sigma = (1, 1.5, 2, 2.5, 3)[severity - 1]
-    return _motion(images, (2 * sigma + 1) * _scale(images), generator).clamp(0, 1)
+    radius, sigma = ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5))[severity - 1]
+    degrees = _uniform_degrees(-45, 45, len(images), generator)
+    scale = _scale(images)
+    return _imagemagick_motion_blur(images, radius * scale, sigma * scale, degrees).clamp(0, 1)
 
 
 def zoom_blur(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     top = (1.06, 1.11, 1.16, 1.21, 1.26)[severity - 1]
-    zooms = torch.arange(1.0, top, 0.01)[1:]
+    zooms = np.arange(1, top, 0.01)  # NumPy's, as theirs: its float64 steps decide whether `top` itself is in
     height, width = images.shape[-2:]
     index = torch.arange(len(images), dtype=images.dtype)[:, None]
     total = images.clone()
-    for zoom in zooms.tolist():
+    for zoom in zooms.tolist():  # 1.0 included: their mean weighs the clean image twice
         half_w, half_h = width / zoom / 2, height / zoom / 2
         box = torch.tensor([width / 2 - half_w, height / 2 - half_h, width / 2 + half_w, height / 2 + half_h])
         rois = torch.cat([index, box.expand(len(images), 4)], dim=1)
@@ -151,7 +180,8 @@ def snow(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     layer = torch.randn(batch, 1, coarse, coarse, generator=generator) * scale + loc
     layer = F.interpolate(layer, size=(height, width), mode="bilinear", align_corners=False)
     layer = torch.where(layer < threshold, 0.0, layer).clamp(0, 1)
-    layer = _motion(layer, min(radius, sigma * 2 + 1) * _scale(images), generator)
+    degrees = _uniform_degrees(-135, -45, batch, generator)  # around −90°: streaks that fall
+    layer = _imagemagick_motion_blur(layer, radius * _scale(images), sigma * _scale(images), degrees)
     grey = rgb_to_grayscale(images) * 1.5 + 0.5
     images = blend * images + (1 - blend) * torch.maximum(images, grey)
     return (images + layer + layer.flip(-1, -2)).clamp(0, 1)
@@ -183,7 +213,7 @@ def brightness(images: Tensor, severity: int, generator: torch.Generator) -> Ten
 
 def contrast(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     c = (0.75, 0.5, 0.4, 0.3, 0.15)[severity - 1]
-    mean = images.mean((1, 2, 3), keepdim=True)
+    mean = images.mean((2, 3), keepdim=True)  # per channel, as theirs
     return ((images - mean) * c + mean).clamp(0, 1)
 
 
@@ -208,22 +238,31 @@ def elastic_transform(images: Tensor, severity: int, generator: torch.Generator)
 
 
 def pixelate(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    """Box-filter down to `c` of the side and back up, through Pillow as theirs: torch's `area` resize weighs the
+    input pixels a box overlaps equally rather than by how much of them it covers."""
     c = (0.95, 0.9, 0.85, 0.75, 0.65)[severity - 1]
     height, width = images.shape[-2:]
-    small = F.interpolate(images, size=(max(1, round(height * c)), max(1, round(width * c))), mode="area")
-    return F.interpolate(small, size=(height, width), mode="nearest")
+    small = (max(1, int(width * c)), max(1, int(height * c)))
+    return _through_pillow(images, lambda image: image.resize(small, Image.BOX).resize((width, height), Image.BOX))
+
+
+def _through_pillow(images: Tensor, change: Callable[[Image.Image], Image.Image]) -> Tensor:
+    """`change` applied to each image as an 8-bit Pillow image."""
+    pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    changed = [np.asarray(change(Image.fromarray(image)).convert("RGB")) for image in pixels]
+    return torch.from_numpy(np.stack(changed)).permute(0, 3, 1, 2).float() / 255
 
 
 def jpeg_compression(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     """A JPEG round trip through Pillow, as the original (torchvision's JPEG codec is deprecated)."""
     quality = (80, 65, 58, 50, 40)[severity - 1]
-    pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    decoded = []
-    for image in pixels:
+
+    def round_trip(image: Image.Image) -> Image.Image:
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-        decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
-    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).float() / 255
+        image.save(buffer, format="JPEG", quality=quality)
+        return Image.open(buffer)
+
+    return _through_pillow(images, round_trip)
 
 
 CORRUPTIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {
