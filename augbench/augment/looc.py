@@ -39,17 +39,22 @@ ATOMIC_AUGMENTATIONS: dict[str, Callable[[], list[Op]]] = {
 
 
 def _pipeline(size: int, augmentations: list[str], blur: bool) -> tuple[Pipeline, dict[str, list[str]]]:
-    """Crop, the atomic augmentations in the given order, blur (optional), flip; and each augmentation's op names."""
+    """Crop, flip, the atomic augmentations in the given order, blur (optional); and each augmentation's op names.
+
+    The flip comes before the atomic augmentations, so that their parameters
+    act on the same frame in every view: a flip after a quarter turn would
+    turn 90° into 270°, and a key sharing q's rotation would show q's content
+    upside down whenever the two views' independent flips differ.
+    """
     unknown = [name for name in augmentations if name not in ATOMIC_AUGMENTATIONS]
     if unknown or not augmentations or len(set(augmentations)) != len(augmentations):
         raise ValueError(
             f"augmentations={augmentations}: expected distinct names, at least one, from {sorted(ATOMIC_AUGMENTATIONS)}"
         )
     groups = {name: ATOMIC_AUGMENTATIONS[name]() for name in augmentations}
-    ops: list[Op] = [RandomResizedCrop(size, scale=(0.2, 1.0))]
+    ops: list[Op] = [RandomResizedCrop(size, scale=(0.2, 1.0)), HorizontalFlip(p=0.5)]
     ops += [op for group in groups.values() for op in group]
     ops += [GaussianBlur(sigma=(0.1, 2.0), p=0.5)] if blur else []
-    ops += [HorizontalFlip(p=0.5)]
     return Pipeline(ops), {name: [op.name for op in group] for name, group in groups.items()}
 
 

@@ -48,6 +48,30 @@ def test_a_key_sharing_the_rotation_has_the_querys_quarter_turns_and_nothing_els
     assert set(query.params["rotate90"]["quarter_turns"].tolist()) == {0, 1, 2, 3}  # 0° kept on purpose
 
 
+def _upright_quarter_turns(views: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """For views that are exact turns of (possibly mirrored) images: how many quarter turns their content's top made."""
+    turns = torch.full((len(images),), -1)
+    for mirrored in (images, images.flip(-1)):
+        for quarter_turns in range(4):
+            matches = (torch.rot90(mirrored, quarter_turns, dims=(-2, -1)) - views).abs().amax(dim=(1, 2, 3)) < 1e-5
+            turns[matches] = quarter_turns
+    assert (turns >= 0).all()
+    return turns
+
+
+def test_a_key_sharing_the_rotation_shows_the_querys_content_turned_the_same_way_whatever_the_flips():
+    # A flip applied after the turn would mirror 90° into 270° whenever the two views' flips differ.
+    images = torch.rand(400, 3, 8, 8)
+    recipe = LeaveOneOutRecipe("looc_32", 8, ["rotation"], blur=False)
+    crop, flip = recipe.pipelines[0].ops[:2]
+    crop.scale, crop.ratio = (1.0, 1.0), (1.0, 1.0)  # whole-image crops: every view is an exact turn and mirror
+    query, k0, k1 = recipe(images, torch.Generator().manual_seed(5))
+    assert (query.params[flip.name]["applied"] != k1.params[flip.name]["applied"]).any()
+    query_turns = _upright_quarter_turns(query.images, images)
+    assert torch.equal(_upright_quarter_turns(k1.images, images), query_turns)
+    assert (_upright_quarter_turns(k0.images, images) != query_turns).float().mean() > 0.5
+
+
 def test_the_baseline_pair_draws_the_same_ops_independently():
     images = torch.rand(16, 3, 16, 16)
     first, second = LOOC_RECIPES["looc_aug_pair_32"](16, AUGMENTATIONS)(images, torch.Generator().manual_seed(3))
