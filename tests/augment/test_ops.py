@@ -67,6 +67,21 @@ def test_crop_boxes_lie_inside_the_image_with_area_and_ratio_in_range():
     assert ((width / height >= 3 / 4 - 1e-4) & (width / height <= 4 / 3 + 1e-4)).all()
 
 
+@pytest.mark.parametrize(("ratio", "size"), [((2.0, 3.0), (1.0, 0.5)), ((0.25, 0.5), (0.5, 1.0))])
+def test_when_no_attempt_fits_the_crop_is_torchvisions_centred_fallback_within_the_ratio(ratio, size):
+    # torchvision.transforms.RandomResizedCrop.get_params: the largest centred box whose aspect ratio is in range.
+    box = RandomResizedCrop(32, scale=(0.95, 1.0), ratio=ratio).sample(64, torch.Generator().manual_seed(0))["box"]
+    width, height = size
+    expected = torch.tensor([(1 - width) / 2, (1 - height) / 2, (1 + width) / 2, (1 + height) / 2])
+    assert torch.allclose(box, expected.expand_as(box))
+
+
+def test_a_crop_of_a_non_square_image_is_refused_naming_its_shape():
+    op = RandomResizedCrop(16)
+    with pytest.raises(ValueError, match="needs square images, got 32×64"):
+        op.apply(torch.rand(2, 3, 32, 64), op.sample(2, torch.Generator()))
+
+
 def test_crop_of_the_whole_image_at_the_same_size_is_the_image(float_images):
     op = RandomResizedCrop(32)
     params = {"box": torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(len(float_images), 1),
