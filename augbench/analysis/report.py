@@ -92,8 +92,8 @@ def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
                          else pd.DataFrame({"note": ["no comparable method pairs"]})))
     if main["pretrain_dataset"].nunique() > 1 and not effects.empty:
         by_dataset = stats.switch_effects_by_dataset(main, comparisons, protocol)
-        effect_parts += [("text", "The same over all tasks, per pretraining dataset: whether a switch's effect "
-                                  "depends on the data."),
+        effect_parts += [("text", "The same over all tasks scored in percent, per pretraining dataset: whether a "
+                                  "switch's effect depends on the data."),
                          ("table", by_dataset.set_index(["baseline", "variant", "pretrain_dataset"]))]
     sections.append(Section("Effect of each design-space switch", effect_parts))
     if config.get("dataset_comparisons"):

@@ -38,6 +38,16 @@ from augbench.config import changed_keys
 ENCODER = ["method", "pretrain_dataset"]
 NAN = float("nan")
 LOWER_IS_BETTER = ("mae", "rmse", "mse", "error", "loss", "angular_error")
+# Metrics in percent where higher is better: the tasks a pooled difference may average, in points. R², errors in
+# degrees or pixels, and metrics where lower is better would mix units and directions into one number.
+PERCENT_METRICS = frozenset({"top1", "mean_per_class", "miou", "iou"})
+POOLED = "all tasks in %"
+
+
+def _pooled(paired: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The pooled row's pairs, those of the tasks scored in PERCENT_METRICS; none when no task is."""
+    percent = paired[paired["metric"].isin(PERCENT_METRICS)]
+    return [(POOLED, percent)] if not percent.empty else []
 
 
 def higher_is_better(metric: str) -> bool:
@@ -85,15 +95,19 @@ def rank_table(results: pd.DataFrame, protocol: str | None = "linear") -> pd.Dat
     """
     rows = select_protocol(results, protocol)
     matrix = encoder_matrix(rows, None)
-    first = rows.groupby("task", sort=False).first()
-    recorded = first["higher_is_better"] if "higher_is_better" in first else pd.Series(dtype=object)
-    ranks = pd.DataFrame({
-        task: matrix[task].rank(method="average", ascending=not (
-            bool(recorded[task]) if pd.notna(recorded.get(task)) else higher_is_better(first.loc[task, "metric"])))
-        for task in matrix.columns
-    })
+    better = task_directions(rows)
+    ranks = pd.DataFrame({task: matrix[task].rank(method="average", ascending=not better[task])
+                          for task in matrix.columns})
     ranks["mean rank"] = ranks.mean(axis=1)
     return ranks.sort_values("mean rank")
+
+
+def task_directions(rows: pd.DataFrame) -> dict[str, bool]:
+    """Per task, whether higher is better: the rows' `higher_is_better` where recorded, else by metric name."""
+    first = rows.groupby("task", sort=False).first()
+    recorded = first["higher_is_better"] if "higher_is_better" in first else pd.Series(dtype=object)
+    return {task: bool(recorded[task]) if pd.notna(recorded.get(task)) else higher_is_better(first.loc[task, "metric"])
+            for task in first.index}
 
 
 def reference_correlations(matrix: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -139,9 +153,13 @@ def category_summary(results: pd.DataFrame, protocol: str | None = "linear") -> 
 
 
 def category_correlations(correlations: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """Per category: how many of its tasks were correlated with the reference task, and the mean ρ and r."""
+    """Per category: how many of its tasks were correlated with the reference task, and the mean ρ and r, each
+    oriented so that positive means better on both (a lower-is-better task's sign flipped) before averaging."""
     categories = results.groupby("task", sort=False)["category"].first()
-    table = correlations.assign(category=correlations["task"].map(categories))
+    better = task_directions(results)
+    sign = correlations["task"].map(lambda task: 1.0 if better[task] else -1.0)
+    table = correlations.assign(category=correlations["task"].map(categories),
+                                spearman=correlations["spearman"] * sign, pearson=correlations["pearson"] * sign)
     return table.groupby("category", sort=False).agg(
         tasks=("task", "count"), mean_spearman=("spearman", "mean"), mean_pearson=("pearson", "mean"))
 
@@ -178,7 +196,8 @@ def switch_effects(
     resamples: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Paired difference variant − baseline per task and over all tasks, matched on (dataset, seed, task).
+    """Paired difference variant − baseline per task and pooled over the tasks scored in percent (POOLED),
+    matched on (dataset, seed, task).
 
     The t interval is mean ± t_{(1+confidence)/2, n-1} · sd/√n; the bootstrap
     interval is the percentile interval of the mean over `resamples`
@@ -191,7 +210,7 @@ def switch_effects(
         if paired.empty:
             continue
         switches = ", ".join(method_switches(configs or {}, baseline, variant)) or "—"
-        for task, group in [("all tasks", paired), *paired.groupby("task", sort=False)]:
+        for task, group in [*_pooled(paired), *paired.groupby("task", sort=False)]:
             out.append({"baseline": baseline, "variant": variant, "switches": switches, "task": task,
                         **_difference(group["difference"].to_numpy(), confidence, resamples, seed)})
     return pd.DataFrame(out)
@@ -205,13 +224,14 @@ def switch_effects_by_dataset(
     resamples: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """switch_effects over all tasks, one row per pretraining dataset: whether a switch's effect depends on the
-    data (the 'Critical Factors' study: the asymmetric predictor helps on balanced data and can hurt on
-    long-tailed data)."""
+    """switch_effects pooled over the tasks scored in percent, one row per pretraining dataset: whether a switch's
+    effect depends on the data (the 'Critical Factors' study: the asymmetric predictor helps on balanced data and
+    can hurt on long-tailed data)."""
     rows = select_protocol(results, protocol)
     out = []
     for baseline, variant in comparisons:
         paired = _paired(rows, "method", baseline, variant)
+        paired = paired[paired["metric"].isin(PERCENT_METRICS)]
         for dataset, group in paired.groupby("pretrain_dataset", sort=False):
             out.append({"baseline": baseline, "variant": variant, "pretrain_dataset": dataset,
                         **_difference(group["difference"].to_numpy(), confidence, resamples, seed)})
@@ -240,9 +260,9 @@ def dataset_effects(
         paired = _paired(rows, "pretrain_dataset", baseline, variant)
         if paired.empty:
             continue
-        for task, group in [("all tasks", paired), *paired.groupby("task", sort=False)]:
-            # Per task only: one ANOVA over tasks of different scales would mix their units.
-            per_task = task != "all tasks"
+        for task, group in [*_pooled(paired), *paired.groupby("task", sort=False)]:
+            # Per task only: one ANOVA over tasks of different scales would mix their spreads.
+            per_task = task != POOLED
             f, p = _anova(group["baseline"].to_numpy(), group["variant"].to_numpy()) if per_task else (NAN, NAN)
             out.append({"baseline": baseline, "variant": variant, "task": task,
                         **_difference(group["difference"].to_numpy(), confidence, resamples, seed),

@@ -61,7 +61,7 @@ def test_html_tables_carry_the_analysis(report):
     text = report[0].read_text()
     assert "moco_v2 · photo" in text  # results table column
     assert "method.negatives, method.predictor.enabled" in text  # the switch between moco_v2 and byol
-    assert "The same over all tasks, per pretraining dataset" in text
+    assert "The same over all tasks scored in percent, per pretraining dataset" in text
     assert re.search(r"<th>hue</th>\s*<td>9</td>\s*<td>-1.00</td>", text)  # 9 encoders, rho = -1 vs shape
     assert "18 of 18 cells finished" in text
 

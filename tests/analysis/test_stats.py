@@ -78,6 +78,12 @@ def test_category_summary_is_the_mean_rank_over_each_categorys_tasks(results):
     by_category = stats.category_correlations(correlations, results)
     assert by_category.loc["structural/image", "tasks"] == 2
     assert by_category.loc["structural/image", "mean_spearman"] == pytest.approx(0.0)  # hue -1, count +1
+    # As an error, hue's −1 means better hue with better shape: oriented, the category agrees fully.
+    hue = results["task"] == "hue"
+    as_error = results.assign(metric=results["metric"].where(~hue, "mae"),
+                              higher_is_better=results["higher_is_better"].where(~hue, False))
+    oriented = stats.category_correlations(correlations, as_error)
+    assert oriented.loc["structural/image", "mean_spearman"] == pytest.approx(1.0)
 
 
 def test_switch_effects_are_paired_differences_with_a_t_interval(filled_store, results):
@@ -92,7 +98,23 @@ def test_switch_effects_are_paired_differences_with_a_t_interval(filled_store, r
     assert (row["t_low"], row["t_high"]) == pytest.approx((differences.mean() - half, differences.mean() + half))
     assert row["bootstrap_low"] <= differences.mean() <= row["bootstrap_high"]
     assert row["switches"] == "method.negatives, method.predictor.enabled"
-    assert effects.loc["all tasks", "pairs"] == len(differences) * len(TASKS)
+    assert effects.loc[stats.POOLED, "pairs"] == len(differences) * len(TASKS)
+
+
+def test_the_pooled_difference_leaves_out_tasks_not_scored_in_percent(results):
+    # A lower-is-better task in other units would cancel a percent task's gain: +2 points and −2 pixels of error.
+    mixed = results.copy()
+    mixed.loc[mixed["task"] == "mask", "metric"] = "l1"
+    effects = stats.switch_effects(mixed, [["moco_v2", "byol"]]).set_index("task")
+    kept = mixed[(mixed["task"] != "mask") & (mixed["protocol"] == "linear")]
+    paired = kept.pivot_table(index=["pretrain_dataset", "seed", "task"], columns="method", values="value")
+    assert effects.loc[stats.POOLED, "pairs"] == len(paired)
+    assert effects.loc[stats.POOLED, "mean_difference"] == pytest.approx((paired["byol"] - paired["moco_v2"]).mean())
+    assert "mask" in effects.index  # still reported on its own
+    by_dataset = stats.switch_effects_by_dataset(mixed, [["moco_v2", "byol"]])
+    assert by_dataset["pairs"].sum() == len(paired)
+    only_errors = mixed.assign(metric="l1")
+    assert stats.POOLED not in set(stats.switch_effects(only_errors, [["moco_v2", "byol"]])["task"])
 
 
 def test_switch_effects_by_dataset_split_the_pairs_by_pretraining_data(results):
@@ -118,8 +140,8 @@ def test_dataset_effects_pair_methods_and_seeds_and_run_virbs_anova_per_task(res
     # The synthetic photo encoders are 10 points better at shape and 10 worse at hue; mask is noise.
     assert effects.loc["shape", "t_low"] > 5 and effects.loc["hue", "t_high"] < -5
     assert effects.loc["shape", "anova_p"] < 1e-3 and effects.loc["mask", "anova_p"] > effects.loc["shape", "anova_p"]
-    assert effects.loc["all tasks", "pairs"] == len(METHODS) * len(SEEDS) * len(TASKS)
-    assert np.isnan(effects.loc["all tasks", "anova_f"])
+    assert effects.loc[stats.POOLED, "pairs"] == len(METHODS) * len(SEEDS) * len(TASKS)
+    assert np.isnan(effects.loc[stats.POOLED, "anova_f"])
     assert stats.dataset_effects(results, [["digits", "nowhere"]]).empty
 
 
