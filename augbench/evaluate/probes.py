@@ -55,11 +55,13 @@ def _crop_target(params: Params) -> Tensor:
 
 @dataclass(frozen=True)
 class Probe:
-    """An op alone (`make(image_size)`), the parameter a probe reads (`target(params)`), and its kind."""
+    """An op alone (`make(image_size)`), the parameter a probe reads (`target(params)`), its kind, and which images
+    it changed (`changed(params)`, (N,) bool), the ones its cosine averages over."""
 
     make: Callable[[int], Op]
     target: Callable[[Params], Tensor]
     discrete: bool
+    changed: Callable[[Params], Tensor] = lambda params: params["applied"]
 
 
 PROBES: dict[str, Probe] = {
@@ -69,7 +71,9 @@ PROBES: dict[str, Probe] = {
     "grayscale": Probe(lambda size: Grayscale(p=0.5), lambda p: p["applied"].long(), True),
     "flip": Probe(lambda size: HorizontalFlip(p=0.5), lambda p: p["applied"].long(), True),
     "solarize": Probe(lambda size: Solarize(p=0.5), lambda p: p["applied"].long(), True),
-    "rotate90": Probe(lambda size: Rotate90(p=1.0), lambda p: p["quarter_turns"].long(), True),
+    # Every image draws a turn, a quarter of them 0°: those are unchanged copies.
+    "rotate90": Probe(lambda size: Rotate90(p=1.0), lambda p: p["quarter_turns"].long(), True,
+                      lambda p: p["quarter_turns"] != 0),
 }
 
 
@@ -124,9 +128,9 @@ def sensitivity_table(encoder: nn.Module, images: Tensor, config: ProbeConfig, s
         params = op.sample(n, generator)
         augmented = stage_vectors(encoder, op.apply(images, params), config.batch_size, device)
         target = probe.target(params)
-        applied = params["applied"]
+        changed = probe.changed(params)
         for stage, features in clean.items():
-            cosine = F.cosine_similarity(features[applied], augmented[stage][applied], dim=1).mean().item()
+            cosine = F.cosine_similarity(features[changed], augmented[stage][changed], dim=1).mean().item()
             pair = torch.cat([features, augmented[stage], (augmented[stage] - features).abs()], dim=1)
             train, val = (pair[:fit_end], target[:fit_end]), (pair[fit_end:val_end], target[fit_end:val_end])
             test_features, test_target = pair[val_end:], target[val_end:]

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from augbench.augment.ops import Rotate90
 from augbench.data.shapes_world import ShapesWorldConfig, load_shapes_world
 from augbench.evaluate.probes import ProbeConfig, sensitivity_table
 
@@ -62,3 +63,15 @@ def test_stages_of_a_resnet_are_probed_separately(images):
 def test_unknown_augmentation_is_named():
     with pytest.raises(ValueError, match=r"augmentations: unknown \['cutout'\]"):
         ProbeConfig(augmentations=["cutout"])
+
+
+def test_the_rotation_cosine_averages_over_turned_images_only(images):
+    table = sensitivity_table(Pixels(), images, ProbeConfig(augmentations=["rotate90"], images=300), seed=3)
+    params = Rotate90(p=1.0).sample(300, torch.Generator().manual_seed(3))
+    turned = params["quarter_turns"] != 0
+    assert 0 < (~turned).sum() < 300
+    float_images = images[:300].float() / 255
+    rotated = Rotate90(p=1.0).apply(float_images, params)
+    cosines = nn.functional.cosine_similarity(Pixels()(float_images), Pixels()(rotated), dim=1)
+    assert table.cosine.item() == pytest.approx(cosines[turned].mean().item(), abs=1e-5)
+    assert table.cosine.item() < cosines.mean().item()  # the unturned copies' cosines of 1 are left out
