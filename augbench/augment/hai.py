@@ -41,12 +41,17 @@ DEFAULT_ASSIGNMENT: dict[str, int | None] = {
 
 
 def hai_ops(size: int, crop_scale: tuple[float, float] = (0.2, 1.0)) -> list[Op]:
-    """The paper's augmentations in the order applied; rotation {0, 90, 180, 270}° p 0.5 is the optional extra."""
+    """The paper's augmentations in the order applied; rotation {0, 90, 180, 270}° p 0.5 is the optional extra.
+
+    Blur is never applied to images of 32 px or less, as in the official code
+    (`p_blur = 0.5 if image_size > 32 else 0`) and augbench's `_32` recipes:
+    there a blur stage's pair is its shallower neighbour's.
+    """
     return [
         RandomResizedCrop(size, scale=crop_scale),
         ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
         Grayscale(p=0.2),
-        GaussianBlur(sigma=(0.1, 2.0), p=0.5),
+        GaussianBlur(sigma=(0.1, 2.0), p=0.5 if size > 32 else 0.0),
         HorizontalFlip(p=0.5),
         Rotate90(p=0.5),
     ]
@@ -119,7 +124,8 @@ def _flag(key: str) -> Callable[[Params], Tensor]:
     return lambda params: params[key][:, None].float()
 
 
-# Per embeddable op: the width of its slice of the vector and how to read it from the op's recorded parameters.
+# Per op of hai_ops, which every HAI view records: the width of its slice of the vector and how to read it from the
+# op's recorded parameters.
 EMBEDDED_PARAMS: dict[str, tuple[int, Callable[[Params], Tensor]]] = {
     "color_jitter": (4, lambda params: params["factors"].float()),  # brightness, contrast, saturation, hue
     "crop": (4, lambda params: params["box"].float()),  # x0, y0, x1, y1 as fractions of the input
@@ -127,7 +133,6 @@ EMBEDDED_PARAMS: dict[str, tuple[int, Callable[[Params], Tensor]]] = {
     "blur": (1, _flag("sigma")),  # 0 when not blurred
     "flip": (1, _flag("applied")),
     "rotate90": (4, lambda params: F.one_hot(params["quarter_turns"].long(), 4).float()),
-    "solarize": (1, _flag("applied")),
 }
 
 

@@ -29,3 +29,10 @@ class Method(nn.Module):
 
     def encoder(self) -> nn.Module:
         return self.backbone
+
+    def set_steps_per_epoch(self, steps: int) -> None:
+        """The epoch length in optimiser steps, for methods whose settings count epochs; the trainer sets it."""
+
+    def predictor_parameters(self) -> list[nn.Parameter]:
+        """The online predictor's parameters, for `optim.fixed_predictor_lr`; none for methods without one."""
+        return []

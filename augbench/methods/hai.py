@@ -161,19 +161,23 @@ class HAIMethod(Method):
         if len(views) != 2 * len(stages):
             raise ValueError(f"HAI takes 2 views per stage of {stages} ({2 * len(stages)}), got {len(views)}; "
                              "set augment.recipe=method")
-        total, logs, similarities = 0.0, {}, []
+        total, logs, similarities, spreads = 0.0, {}, [], []
         for index, (stage, weight) in enumerate(zip(stages, self.config.loss_weights)):
-            stage_loss, similarity, features = self._stage_loss(index, stage, views[2 * index : 2 * index + 2])
+            stage_loss, similarity, spread, features = self._stage_loss(index, stage, views[2 * index : 2 * index + 2])
             total = total + weight * stage_loss
             logs[f"loss_stage{stage}"] = stage_loss.detach()
             similarities.append(similarity)
-        out = {"loss": total, **logs, "positive_similarity": torch.stack(similarities).mean()}
+            spreads.append(spread)
+        # The least spread stage: a collapse of any stage's embedding is reported (trainer.collapse_threshold).
+        out = {"loss": total, **logs, "positive_similarity": torch.stack(similarities).mean(),
+               "embedding_std": torch.stack(spreads).min()}
         if stages[-1] == NUM_STAGES:  # the last stage's pooled map is the encoder's output
             out["features"] = features
         return out
 
-    def _stage_loss(self, index: int, stage: int, pair: list[View]) -> tuple[Tensor, Tensor, Tensor]:
-        """The stage's loss, the mean positive similarity, and its head's detached vectors of the first view."""
+    def _stage_loss(self, index: int, stage: int, pair: list[View]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The stage's loss, the mean positive similarity, the spread of its normalised projections (embedding_std),
+        and its head's detached vectors of the first view."""
         base = self.config.base_method
         directions = [(0, 1), (1, 0)] if base.symmetric else [(0, 1)]
         vectors = [self._vector(view) for view in pair]
@@ -197,7 +201,8 @@ class HAIMethod(Method):
             self.queues[index].push(keys_to_enqueue(base, keys, directions))
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in directions]).mean()
-        return torch.stack(losses).mean(), similarity, heads[0].detach()
+            spread = F.normalize(projections[0], dim=1).std(dim=0).mean()
+        return torch.stack(losses).mean(), similarity, spread, heads[0].detach()
 
     def _vector(self, view: View) -> Tensor:
         if not self.config.embedding.stages:  # no stage embeds, so views need not record the parameters
@@ -207,6 +212,9 @@ class HAIMethod(Method):
     def _pair_loss(self, index: int, query: Tensor, key: Tensor) -> Tensor:
         base = self.config.base_method
         return pair_loss(base, query, key, self.queues[index] if base.negatives == "queue" else None)
+
+    def predictor_parameters(self) -> list[nn.Parameter]:
+        return list(self.predictors.parameters())
 
     def update_target(self, progress: float) -> dict[str, float]:
         momentum_config = self.config.base_method.momentum

@@ -58,3 +58,8 @@ def nt_xent(
 def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
     """BYOL's loss: ‖p/‖p‖ − z/‖z‖‖² = 2 − 2·cos(p, z), averaged over the batch. (B, D) each."""
     return (2 - 2 * F.cosine_similarity(prediction, target, dim=1)).mean()
+
+
+def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
+    """SimSiam's loss: −cos(p, z), averaged over the batch; half the gradient of normalized_mse. (B, D) each."""
+    return -F.cosine_similarity(prediction, target, dim=1).mean()

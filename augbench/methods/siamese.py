@@ -19,11 +19,15 @@ compares q_i with the target embedding k_j:
   `all` of them;
 - negatives = batch: NT-Xent with the 2N − 2 other embeddings of the batch
   as negatives (SimCLR);
-- negatives = none: normalised MSE 2 − 2·cos(q_i, k_j) (BYOL, SimSiam).
+- negatives = none: `regression_loss`, BYOL's normalised MSE
+  2 − 2·cos(q_i, k_j) or SimSiam's negative cosine −cos(q_i, k_j), which
+  differ by a factor 2 in gradient (and so in the effective learning rate
+  and weight decay under SGD).
 
 `symmetric` adds the pair (1, 0). The loss is the mean over pairs, so that
-symmetric and one-way presets share a scale under the same optimiser (BYOL's
-paper sums the two directions, i.e. twice this loss).
+symmetric and one-way presets share a scale under the same optimiser, as
+SimSiam's code does. BYOL's paper and the study's code (revisitAIRL,
+MoCo v2+ and BYOL) sum the two directions, i.e. twice this loss.
 
 Under DDP each rank holds a slice of the global batch. The queue is fed with
 the keys of every rank (so it is the same on all ranks); batch negatives are
@@ -45,13 +49,14 @@ from torch import Tensor, nn
 from augbench.augment.views import View
 from augbench.methods.base import Method
 from augbench.methods.distributed import gather_no_grad, gather_with_grad, is_distributed, rank
-from augbench.methods.losses import info_nce, normalized_mse, nt_xent
+from augbench.methods.losses import info_nce, negative_cosine, normalized_mse, nt_xent
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
 from augbench.models.heads import MLP, PredictorConfig, ProjectorConfig
 
 NEGATIVES = ("queue", "batch", "none")
 ENQUEUE = ("one_view", "all")
+REGRESSION_LOSSES = {"normalized_mse": normalized_mse, "negative_cosine": negative_cosine}
 
 
 @dataclass
@@ -78,6 +83,7 @@ class SiameseConfig:
     stop_gradient: bool = True
     target_predictor: bool = False
     enqueue: str = "one_view"
+    regression_loss: str = "normalized_mse"  # with negatives = none
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     momentum: MomentumConfig = field(default_factory=MomentumConfig)
@@ -91,6 +97,8 @@ class SiameseConfig:
             raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
         if self.enqueue not in ENQUEUE:
             raise ValueError(f"enqueue={self.enqueue!r}: expected one of {ENQUEUE}")
+        if self.regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"regression_loss={self.regression_loss!r}: expected one of {list(REGRESSION_LOSSES)}")
         missing = [f"{part}.enabled=true" for part in ("predictor", "momentum") if not getattr(self, part).enabled]
         if self.target_predictor and missing:
             raise ValueError(f"target_predictor=true: the target's predictor is the EMA of the online one, so it "
@@ -108,7 +116,7 @@ def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | 
             return nt_xent(query, key, config.temperature, gather_with_grad(query), gather_with_grad(key),
                            offset=rank() * len(query))
         return nt_xent(query, key, config.temperature)
-    return normalized_mse(query, key)
+    return REGRESSION_LOSSES[config.regression_loss](query, key)
 
 
 def keys_to_enqueue(config: SiameseConfig, keys: dict[int, Tensor], pairs: list[tuple[int, int]]) -> Tensor:
@@ -187,6 +195,9 @@ class SiameseMethod(Method):
 
     def _pair_loss(self, query: Tensor, key: Tensor) -> Tensor:
         return pair_loss(self.config, query, key, self.queue if self.config.negatives == "queue" else None)
+
+    def predictor_parameters(self) -> list[nn.Parameter]:
+        return list(self.predictor.parameters())
 
     def update_target(self, progress: float) -> dict[str, float]:
         if not self.config.momentum.enabled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,6 +22,8 @@ class OptimConfig:
 
     `exclude_bn_bias` gives BatchNorm parameters and biases no weight decay
     and, under LARS, no trust-ratio adaptation (BYOL's and SimCLR's convention).
+    `fixed_predictor_lr` keeps the predictor at the base rate while the rest
+    warms up and decays (SimSiam's `--fix-pred-lr`).
     """
 
     name: str = "sgd"
@@ -31,6 +34,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     exclude_bn_bias: bool = False
     trust_coefficient: float = 0.001
+    fixed_predictor_lr: bool = False
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
@@ -39,22 +43,41 @@ class OptimConfig:
             raise ValueError(f"lr={self.lr}: must be positive")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs={self.warmup_epochs}: must not be negative")
+        if self.name == "lars" and self.weight_decay == 0:
+            # timm's Lars adapts only the groups with weight decay (that is how BN and biases are excluded).
+            raise ValueError("weight_decay=0 with name='lars': timm's LARS would adapt no parameter and run as plain "
+                             "momentum SGD; give a weight decay, or choose name='sgd'")
 
 
-def parameter_groups(module: nn.Module, weight_decay: float, exclude_bn_bias: bool) -> list[dict]:
-    """Trainable parameters in one group, or two when BN weights and biases (all 1-d tensors) are excluded."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not exclude_bn_bias:
-        return [{"params": params, "weight_decay": weight_decay}]
-    return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+def parameter_groups(module: nn.Module, weight_decay: float, exclude_bn_bias: bool,
+                     fixed_lr: Collection[nn.Parameter] = ()) -> list[dict]:
+    """Trainable parameters in one group, or two when BN weights and biases (all 1-d tensors) are excluded; the
+    `fixed_lr` ones in groups of their own, marked `fixed_lr` for build_scheduler."""
+    fixed_ids = {id(p) for p in fixed_lr}
+    groups = []
+    for fixed in (False, True):
+        params = [p for p in module.parameters() if p.requires_grad and (id(p) in fixed_ids) == fixed]
+        if fixed and not params:
+            continue
+        marks = {"fixed_lr": True} if fixed else {}
+        if not exclude_bn_bias:
+            groups.append({"params": params, "weight_decay": weight_decay, **marks})
+            continue
+        groups += [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, **marks},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **marks},
+        ]
+    return groups
 
 
 def build_optimizer(module: nn.Module, config: OptimConfig, global_batch_size: int) -> torch.optim.Optimizer:
     lr = config.lr * global_batch_size / 256
-    groups = parameter_groups(module, config.weight_decay, config.exclude_bn_bias)
+    fixed_lr = []
+    if config.fixed_predictor_lr:
+        fixed_lr = list(getattr(module, "predictor_parameters", list)())
+        if not fixed_lr:
+            raise ValueError(f"optim.fixed_predictor_lr=true, but {type(module).__name__} has no predictor")
+    groups = parameter_groups(module, config.weight_decay, config.exclude_bn_bias, fixed_lr)
     if config.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
     if config.name == "lars":
@@ -78,4 +101,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, steps
                       "learning rate rises until the last step and never decays; shorten the warm-up for short runs",
                       stacklevel=2)
     schedule = partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=config.min_lr_ratio)
-    return LambdaLR(optimizer, schedule)
+    return LambdaLR(optimizer, [constant if group.get("fixed_lr") else schedule for group in optimizer.param_groups])
+
+
+def constant(step: int) -> float:
+    return 1.0

@@ -23,9 +23,9 @@ def _is_identity(op_name: str, params: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def stage_views():
-    images = torch.rand(64, 3, 32, 32)
+    images = torch.rand(64, 3, 40, 40)  # over 32 px, where blur applies
     assignment = {**DEFAULT_ASSIGNMENT, "rotate90": 3}
-    views = hai_views(32, assignment, STAGES)(images, torch.Generator().manual_seed(1))
+    views = hai_views(40, assignment, STAGES)(images, torch.Generator().manual_seed(1))
     return images, assignment, views
 
 
@@ -37,7 +37,7 @@ def test_a_shallow_pair_differs_only_in_the_augmentations_assigned_to_it(stage_v
     assert not torch.equal(first.params["crop"]["box"], second.params["crop"]["box"])
     assert not torch.equal(first.params["color_jitter"]["factors"], second.params["color_jitter"]["factors"])
     # Replaying only the assigned ops gives the view exactly: the left-out ops changed no pixel.
-    crop_and_colour = Pipeline([op for op in hai_ops(32) if assignment[op.name] == 1])
+    crop_and_colour = Pipeline([op for op in hai_ops(40) if assignment[op.name] == 1])
     assert torch.allclose(crop_and_colour.apply(images, first.params), first.images, atol=1e-6)
 
 
@@ -54,10 +54,16 @@ def test_each_stage_applies_exactly_the_augmentations_assigned_to_it_or_shallowe
 
 def test_uniform_assignment_gives_every_stage_the_full_pipeline():
     uniform = dict.fromkeys(["crop", "color_jitter", "grayscale", "blur", "flip"], 1)
-    views = hai_views(32, uniform, STAGES)(torch.rand(64, 3, 32, 32), torch.Generator().manual_seed(2))
+    views = hai_views(40, uniform, STAGES)(torch.rand(64, 3, 40, 40), torch.Generator().manual_seed(2))
     for view in views:
         assert view.params["grayscale"]["applied"].any() and view.params["flip"]["applied"].any()
         assert view.params["blur"]["applied"].any() and not view.params["rotate90"]["applied"].any()
+
+
+@pytest.mark.parametrize(("size", "blurred"), [(32, False), (33, True)])
+def test_blur_is_left_out_at_32_px_and_below_as_in_the_official_code(size, blurred):
+    views = hai_views(size, DEFAULT_ASSIGNMENT, STAGES)(torch.rand(64, 3, 40, 40), torch.Generator().manual_seed(3))
+    assert any(view.params["blur"]["applied"].any() for view in views) == blurred
 
 
 def test_the_views_come_in_pairs_per_stage_and_keep_the_crop_size():

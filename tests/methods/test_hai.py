@@ -144,7 +144,7 @@ def test_the_uniform_ablation_applies_the_whole_pipeline_at_every_stage():
 
 
 def test_a_weakened_op_scales_its_magnitudes_or_its_probability():
-    crop, jitter, grayscale, blur, flip, rotate = hai_ops(32, crop_scale=(0.2, 1.0))
+    crop, jitter, grayscale, blur, flip, rotate = hai_ops(64, crop_scale=(0.2, 1.0))
     assert weakened(crop, 0.25).scale == pytest.approx((0.8, 1.0))  # a quarter of the missing area
     weak_jitter = weakened(jitter, 0.5)
     assert (weak_jitter.brightness, weak_jitter.contrast, weak_jitter.saturation, weak_jitter.hue, weak_jitter.p) == \
@@ -169,6 +169,19 @@ def test_hierarchical_strength_weakens_the_shallow_stages_pairs():
         load_config(shipped_config("methods/hai_simsiam.yaml"), ["method.strengths=[0.5]"])
 
 
+def test_the_least_spread_stage_is_reported_for_the_collapse_check():
+    method, config = _method("hai_simsiam")
+    views = _views(config)
+    out = method(views)
+    with torch.no_grad():
+        spreads = []
+        for index, stage in enumerate(config.method.stages):
+            head = method.branches[index].head(forward_to_stage(method.backbone, views[2 * index].images, stage))
+            projection = method.branches[index].project(head, method._vector(views[2 * index]))
+            spreads.append(torch.nn.functional.normalize(projection, dim=1).std(dim=0).mean())
+    assert out["embedding_std"].item() == pytest.approx(min(spreads).item(), rel=1e-4)
+
+
 def test_the_encoder_is_the_backbone():
     method, _ = _method("hai_simsiam")
     assert method.encoder() is method.backbone
@@ -184,6 +197,8 @@ def test_an_assignment_naming_a_missing_stage_stops_at_config_load():
         load_config(path, ["method.assignment.sharpen=2"])
     with pytest.raises(ConfigError, match=r"embedding\.params=\['hue_bin'\]"):
         load_config(path, ["method.embedding.params=[hue_bin]"])
+    with pytest.raises(ConfigError, match=r"embedding\.params=\['solarize'\]"):  # no HAI view records it
+        load_config(path, ["method.embedding.params=[solarize]"])
     with pytest.raises(ConfigError, match=r"loss_weights=\[1.0\]: expected one weight per stage"):
         load_config(path, ["method.loss_weights=[1.0]"])
 
@@ -215,7 +230,7 @@ def test_a_target_predictor_per_stage_follows_its_online_predictor():
     assert len(method.target_predictors) == len(config.method.stages)
     method.eval()  # BN on running statistics, so the stage loss below repeats the method's exactly
     views = _views(config)
-    stage_loss, _, _ = method._stage_loss(1, config.method.stages[1], views[2:4])
+    stage_loss, *_ = method._stage_loss(1, config.method.stages[1], views[2:4])
     with torch.no_grad():
         pair = views[2:4]
         vectors = [method._vector(view) for view in pair]

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from augbench.methods.losses import info_nce, normalized_mse, nt_xent
+from augbench.methods.losses import info_nce, negative_cosine, normalized_mse, nt_xent
 
 
 def _unit(x):
@@ -62,6 +62,19 @@ def test_normalized_mse_is_squared_distance_of_unit_vectors():
     expected = np.mean(np.sum((_unit(p) - _unit(z)) ** 2, axis=1))
     assert np.isclose(normalized_mse(torch.from_numpy(p), torch.from_numpy(z)).item(), expected)
     assert normalized_mse(torch.from_numpy(p), torch.from_numpy(3 * p)).item() < 1e-12
+
+
+def test_negative_cosine_is_simsiams_loss_with_half_the_gradient_of_normalized_mse():
+    rng = np.random.default_rng(1)
+    p, z = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    expected = -np.mean(np.sum(_unit(p) * _unit(z), axis=1))
+    assert np.isclose(negative_cosine(torch.from_numpy(p), torch.from_numpy(z)).item(), expected)
+    gradients = []
+    for loss in (negative_cosine, normalized_mse):
+        prediction = torch.from_numpy(p).requires_grad_()
+        loss(prediction, torch.from_numpy(z)).backward()
+        gradients.append(prediction.grad)
+    assert torch.allclose(2 * gradients[0], gradients[1])
 
 
 def test_losses_fall_as_positives_align():

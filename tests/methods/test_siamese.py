@@ -49,6 +49,19 @@ def test_momentum_target_gets_no_gradient_and_follows_the_online_network():
     assert torch.allclose(after, before + 0.01 * (next(method.backbone.parameters()) - before), atol=1e-6)
 
 
+def test_simsiam_is_the_official_symmetric_negative_cosine():
+    torch.manual_seed(0)
+    method, _ = _method("simsiam")
+    views = _views()
+    loss = method(views)["loss"]
+    with torch.no_grad():
+        z1, z2 = (method.projector(method.backbone(view.images)) for view in views)
+        p1, p2 = method.predictor(z1), method.predictor(z2)
+    # Chen & He (2021), Algorithm 1: L = D(p1, z2) / 2 + D(p2, z1) / 2 with D(p, z) = −cos(p, z.detach()).
+    official = -(F.cosine_similarity(p1, z2).mean() + F.cosine_similarity(p2, z1).mean()) / 2
+    assert loss.item() == pytest.approx(official.item(), abs=1e-5)
+
+
 def test_byol_momentum_reaches_one_at_the_end():
     method, _ = _method("byol")
     assert method.update_target(progress=1.0)["momentum"] == pytest.approx(1.0)

@@ -47,6 +47,39 @@ def test_a_warmup_as_long_as_the_run_warns_naming_the_key(recwarn):
         build_scheduler(build_optimizer(_model(), config, 256), config, steps_per_epoch=4, total_steps=40)
 
 
+def test_a_fixed_predictor_lr_stays_at_the_base_rate_while_the_rest_warms_up_and_decays():
+    config = OptimConfig(name="sgd", lr=0.05, warmup_epochs=1, fixed_predictor_lr=True, exclude_bn_bias=True)
+    method = _model()
+    predictor = method[2]
+    method.predictor_parameters = lambda: list(predictor.parameters())
+    optimizer = build_optimizer(method, config, 256)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=5, total_steps=20)
+    fixed = [group for group in optimizer.param_groups if group.get("fixed_lr")]
+    assert {id(p) for group in fixed for p in group["params"]} == {id(p) for p in predictor.parameters()}
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(method.parameters()))
+    rates = []
+    for _ in range(20):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    for index, group in enumerate(optimizer.param_groups):
+        schedule = [step[index] for step in rates]
+        if group.get("fixed_lr"):
+            assert schedule == pytest.approx([0.05] * 20)
+        else:
+            assert schedule[0] == pytest.approx(0.01) and schedule[-1] < 0.002
+
+
+def test_a_fixed_predictor_lr_without_a_predictor_is_refused():
+    with pytest.raises(ValueError, match="fixed_predictor_lr=true, but Sequential has no predictor"):
+        build_optimizer(_model(), OptimConfig(fixed_predictor_lr=True), 256)
+
+
+def test_lars_without_weight_decay_is_refused_as_it_would_adapt_nothing():
+    with pytest.raises(ValueError, match="weight_decay=0 with name='lars'"):
+        OptimConfig(name="lars", weight_decay=0.0)
+
+
 def test_unknown_optimiser_is_named():
     with pytest.raises(ValueError, match="name='adam'"):
         OptimConfig(name="adam")
