@@ -12,10 +12,13 @@ embeddings of past batches. Each other crop predicts those codes:
 
     L = mean_a mean_{v ≠ a} −Σ_k q_a,k · log softmax(s_v / τ)_k,   τ = 0.1
 
-Prototypes are re-normalised after every optimiser step and get no gradient
-for the first `freeze_prototypes_steps` steps (SwAV freezes them for the first
-epoch; the method counts steps in a checkpointed buffer because it does not
-know the epoch length).
+As in SwAV's code: the projector sees every crop's features in one batch, so
+its BatchNorm statistics span all crops; the queue starts filling after
+`queue_start_epochs` (SwAV's `epoch_queue_starts`, 15) and joins Sinkhorn
+once full; prototypes are re-normalised after every optimiser step and get no
+gradient for the first `freeze_prototypes_epochs` (SwAV: 1). Epochs are
+counted in steps, in a checkpointed buffer, from the epoch length the trainer
+gives `set_steps_per_epoch`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tens
     prototype marginals approximate after few iterations.
     """
     # Subtracting the maximum changes nothing after normalisation and keeps exp finite for any ε.
-    q = torch.exp(((scores - scores.max()) / epsilon).double()).T  # (K, N)
+    wide = scores.double()  # before dividing by ε, which would magnify bf16's rounding 20-fold
+    q = torch.exp((wide - wide.max()) / epsilon).T  # (K, N)
     num_prototypes, num_samples = q.shape
     q /= q.sum()
     for _ in range(iterations):
@@ -76,7 +80,8 @@ class SwAVConfig:
     blur: bool = False
     crops_for_assign: list[int] = field(default_factory=lambda: [0, 1])
     queue_size: int = 0
-    freeze_prototypes_steps: int = 0
+    queue_start_epochs: float = 15.0
+    freeze_prototypes_epochs: float = 1.0
     projector: ProjectorConfig = field(
         default_factory=lambda: ProjectorConfig(num_layers=2, hidden_dim=2048, out_dim=128, bn=True)
     )
@@ -106,8 +111,9 @@ class SwAVConfig:
         for key in ("temperature", "epsilon"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}={getattr(self, key)}: must be positive")
-        if self.queue_size < 0 or self.freeze_prototypes_steps < 0:
-            raise ValueError("queue_size and freeze_prototypes_steps must not be negative")
+        for key in ("queue_size", "queue_start_epochs", "freeze_prototypes_epochs"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}={getattr(self, key)}: must not be negative")
 
     def views(self, image_size: int) -> Recipe:
         """Multi-crop at the absolute `crop_sizes` (SwAV's convention); `image_size` does not rescale them."""
@@ -127,6 +133,17 @@ class SwAVMethod(Method):
             self.queues = nn.ModuleList(Queue(config.queue_size, self.projector.out_dim)
                                         for _ in config.crops_for_assign)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.steps_per_epoch: int | None = None
+
+    def set_steps_per_epoch(self, steps: int) -> None:
+        self.steps_per_epoch = steps
+
+    def _before_epochs(self, epochs: float) -> bool:
+        """Whether this step comes before `epochs` epochs of training."""
+        if self.steps_per_epoch is None:
+            raise RuntimeError("SwAV counts queue_start_epochs and freeze_prototypes_epochs in epochs: call "
+                               "set_steps_per_epoch first (the trainer does)")
+        return int(self.step) < epochs * self.steps_per_epoch
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         total = sum(self.config.num_crops)
@@ -135,7 +152,8 @@ class SwAVMethod(Method):
                              "set augment.recipe=method")
         embeddings, features = self._embed(views)  # (B, D) per crop, unit norm; the first crop's backbone features
         weight = self.prototypes.weight  # (K, D)
-        if int(self.step) < self.config.freeze_prototypes_steps:
+        frozen = self._before_epochs(self.config.freeze_prototypes_epochs)
+        if frozen:
             # Zero gradient rather than detaching: under DDP every parameter must take part in the loss.
             weight = weight.detach() + 0.0 * weight
         scores = [z @ weight.T for z in embeddings]  # (B, K) per crop
@@ -148,30 +166,24 @@ class SwAVMethod(Method):
         return {
             "loss": torch.stack(losses).mean(),
             "prototype_usage": torch.tensor(sum(usage) / len(usage)),
-            "prototypes_frozen": torch.tensor(float(int(self.step) < self.config.freeze_prototypes_steps)),
+            "prototypes_frozen": torch.tensor(float(frozen)),
             "features": features,
         }
 
     def _embed(self, views: list[View]) -> tuple[list[Tensor], Tensor]:
         """Each crop's embedding, and the first crop's detached backbone features; crops of one size go through the
-        backbone together, as SwAV batches them by resolution."""
-        embeddings: list[Tensor] = []
-        first_features = None
-        for _, group in itertools.groupby(views, key=lambda view: view.images.shape[-2:]):
-            images = [view.images for view in group]
-            features = self.backbone(torch.cat(images))
-            if first_features is None:
-                first_features = features[: len(images[0])].detach()
-            z = F.normalize(self.projector(features), dim=1)
-            embeddings += list(z.split([len(batch) for batch in images]))
-        return embeddings, first_features
+        backbone together, as SwAV batches them by resolution, and all crops through the projector together."""
+        features = [self.backbone(torch.cat([view.images for view in group]))
+                    for _, group in itertools.groupby(views, key=lambda view: view.images.shape[-2:])]
+        z = F.normalize(self.projector(torch.cat(features)), dim=1)
+        return list(z.split([len(view.images) for view in views])), features[0][: len(views[0].images)].detach()
 
     @torch.no_grad()
     def _codes(self, slot: int, scores: Tensor, embeddings: Tensor) -> Tensor:
         """Sinkhorn codes of this rank's samples, computed over the global batch and the full queue."""
         batch_scores = gather_no_grad(scores)  # (world × B, K)
         bank = batch_scores[:0]
-        if self.config.queue_size:
+        if self.config.queue_size and not self._before_epochs(self.config.queue_start_epochs):
             queue = self.queues[slot]
             if int(queue.filled) == len(queue.keys):  # SwAV uses the queue once it is full
                 bank = queue.negatives().to(scores.dtype) @ self.prototypes.weight.T

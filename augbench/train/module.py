@@ -61,6 +61,7 @@ class PretrainModule(L.LightningModule):
         super().__init__()
         self.method, self.recipe, self.optim = method, recipe, optim
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
+        self.method.set_steps_per_epoch(steps_per_epoch)
         self.seed, self.channels_last = seed, channels_last
         self.collapse_threshold = collapse_threshold
         self._warned_collapse = False

@@ -24,9 +24,11 @@ def numpy_sinkhorn(scores: np.ndarray, epsilon: float, iterations: int) -> np.nd
     return (q * b).T
 
 
-def _swav(*overrides: str):
+def _swav(*overrides: str, steps_per_epoch: int = 1):
     config, _ = load_config(shipped_config("methods/swav.yaml"), ["model.width=0.125", *overrides])
-    return build_method(config.method, build_backbone(config.model)), config
+    method = build_method(config.method, build_backbone(config.model))
+    method.set_steps_per_epoch(steps_per_epoch)
+    return method, config
 
 
 def _views(config, batch=8, seed=0):
@@ -85,7 +87,7 @@ def test_the_recipe_makes_views_of_two_sizes():
 
 
 def test_prototypes_are_frozen_for_the_first_steps_and_normalised_after_each():
-    method, config = _swav("method.freeze_prototypes_steps=2")
+    method, config = _swav("method.freeze_prototypes_epochs=0.5", steps_per_epoch=4)  # 2 steps
     optimizer = torch.optim.SGD(method.parameters(), lr=0.5)
     grad_norms = []
     for step in range(3):
@@ -99,8 +101,39 @@ def test_prototypes_are_frozen_for_the_first_steps_and_normalised_after_each():
     assert int(method.step) == 3 and "step" in dict(method.named_buffers())  # a counter checkpoints carry
 
 
+def test_the_queue_starts_filling_after_queue_start_epochs():
+    method, config = _swav("method.queue_size=16", "method.queue_start_epochs=1.5", steps_per_epoch=2)
+    views = _views(config, batch=8)
+    filled = []
+    for _ in range(5):
+        method(views)
+        method.update_target(0.0)
+        filled.append(int(method.queues[0].filled))
+    assert filled == [0, 0, 0, 8, 16]  # steps 0-2 lie in the first 1.5 epochs of 2 steps
+
+
+def test_swav_needs_the_epoch_length_for_its_epoch_counts():
+    config, _ = load_config(shipped_config("methods/swav.yaml"), ["model.width=0.125"])
+    method = build_method(config.method, build_backbone(config.model))
+    with pytest.raises(RuntimeError, match="call set_steps_per_epoch first"):
+        method(_views(config))
+
+
+def test_the_projector_normalises_every_crop_in_one_batch():
+    method, config = _swav()
+    views = _views(config)
+    out_embeddings, _ = method._embed(views)
+    with torch.no_grad():
+        features = torch.cat([method.backbone(torch.cat([v.images for v in views[:2]])),
+                              method.backbone(torch.cat([v.images for v in views[2:]]))])
+        expected = F.normalize(method.projector(features), dim=1).split(8)
+        apart = F.normalize(method.projector(features[16:]), dim=1)  # the small crops' own statistics
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out_embeddings, expected))
+    assert not torch.allclose(out_embeddings[2], apart[:8], atol=1e-4)
+
+
 def test_the_queue_joins_sinkhorn_once_full():
-    method, config = _swav("method.queue_size=16")
+    method, config = _swav("method.queue_size=16", "method.queue_start_epochs=0")
     views = _views(config, batch=8)
     method(views)
     assert [int(q.filled) for q in method.queues] == [8, 8]

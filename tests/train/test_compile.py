@@ -22,6 +22,7 @@ TARGETS = {"moco_v2": ["target_backbone"], "byol": ["target_backbone"], "simclr"
 def _method_and_views(preset: str, tiny_shapes):
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), TINY_OVERRIDES)
     method = build_method(config.method, build_backbone(config.model))
+    method.set_steps_per_epoch(1)
     recipe = build_recipe(config.augment, tiny_shapes.image_size, config.method)
     views = recipe(to_float(tiny_shapes.images[:16]), torch.Generator().manual_seed(0))
     return method, views

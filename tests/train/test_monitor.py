@@ -114,6 +114,7 @@ def test_the_monitor_embeds_a_lazy_split_as_the_same_split_in_memory_without_dec
 def test_every_method_hands_the_online_classifier_detached_encoder_features_of_the_first_view(preset):
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "data.image_size=32"])
     method = build_method(config.method, build_backbone(config.model))
+    method.set_steps_per_epoch(1)
     views = build_recipe(config.augment, 32, config.method)(torch.rand(8, 3, 32, 32), torch.Generator().manual_seed(0))
     features = method(views)["features"]
     encoder = method.encoder().eval()
