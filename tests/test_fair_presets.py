@@ -20,7 +20,7 @@ SWITCHES = {
     "05_symmetric_loss.yaml": {"method.symmetric"},
     "06_no_negatives.yaml": {"method.negatives"},
     "07_byol_augmentation.yaml": {"augment.recipe"},
-    "08_lars.yaml": {"optim.name", "optim.lr", "optim.weight_decay", "optim.warmup_epochs", "optim.exclude_bn_bias"},
+    "08_lars.yaml": {"optim.name", "optim.lr", "optim.weight_decay", "optim.exclude_bn_bias"},  # warm-up from 00
 }
 
 
@@ -60,7 +60,9 @@ def test_the_path_starts_at_moco_v2_passes_moco_v2_plus_and_ends_at_byol():
         flat.pop("name")
         return flat
 
-    assert _composed(STEPS[0]) == preset("moco_v2")
+    # MoCo v2 with the study's 10 warm-up epochs, which every step of the path keeps.
+    assert _composed(STEPS[0]) == preset("moco_v2") | {"optim.warmup_epochs": 10.0}
+    assert all(_composed(step)["optim.warmup_epochs"] == 10.0 for step in STEPS)
     assert _composed(STEPS[-1]) == preset("byol")
     moco_v2_plus = _composed("05_symmetric_loss.yaml")  # the study's MoCo v2+ row
     assert (moco_v2_plus["method.projector.hidden_dim"], moco_v2_plus["method.projector.out_dim"]) == (4096, 256)
