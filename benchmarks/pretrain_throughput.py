@@ -4,7 +4,7 @@ Shared spec (both libraries): the same backbone (augbench's ResNet-18 module,
 a torchvision ResNet; `--width`, CIFAR stem at ≤ 64 px, ImageNet stem above),
 the same batch, image size and images (Shapes World, uint8), the same heads
 (MoCo v2: 2048→128 projector, no BN, queue 4,096, τ 0.2, one-way InfoNCE, EMA
-0.99; BYOL: 4096→256 BN projector and predictor, symmetric 2 − 2cos, EMA
+0.99, Shuffle BN over 8 sub-batches; BYOL: 4096→256 BN projector and predictor, symmetric 2 − 2cos, EMA
 0.99 → 1), the same augmentation settings (`moco_v2_32` / `byol_32`: MoCo
 v2's and BYOL's views without blur) and optimiser (MoCo: SGD lr 0.03·B/256,
 momentum 0.9, wd 5e-4; BYOL: LARS lr 1.0·B/256, wd 1e-5, BN and biases
@@ -18,7 +18,7 @@ excluded).
 - lightly: its users' loop from its examples: `MoCoV2Transform` /
   `BYOLTransform` on PIL images, per sample, in a DataLoader
   (`--lightly-workers` processes); `MoCoProjectionHead` + `NTXentLoss` with a
-  memory bank, `BYOLProjectionHead` + `BYOLPredictionHead` +
+  memory bank, `SplitBatchNorm` + `batch_shuffle` for Shuffle BN, `BYOLProjectionHead` + `BYOLPredictionHead` +
   `NegativeCosineSimilarity`, `update_momentum`; torch SGD or lightly's LARS.
 
 Each side runs in fp32 and under bf16 autocast (`--precisions`); its faster
@@ -42,8 +42,9 @@ from collections.abc import Callable, Iterator
 import torch
 from common import add_default_malloc_option, augbench_config, autocast, machine, process_memory, shapes_world_images
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss
+from lightly.models.batchnorm import SplitBatchNorm
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, MoCoV2Transform
 from lightly.utils.lars import LARS
 from PIL import Image
@@ -108,10 +109,20 @@ class PILDataset(Dataset):
         return self.transform(self.images[index])
 
 
+def lightly_split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
+    """`module` with each BatchNorm2d replaced by lightly's SplitBatchNorm, as its MoCo benchmarks build one."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            setattr(module, name, SplitBatchNorm(child.num_features, splits))
+        else:
+            lightly_split_batchnorm(child, splits)
+    return module
+
+
 class LightlyMoCo(nn.Module):
-    def __init__(self, backbone: nn.Module, out_dim: int):
+    def __init__(self, backbone: nn.Module, out_dim: int, bn_splits: int):
         super().__init__()
-        self.backbone = backbone
+        self.backbone = lightly_split_batchnorm(backbone, bn_splits)
         self.projection_head = MoCoProjectionHead(out_dim, 2048, 128)
         self.backbone_momentum = copy.deepcopy(backbone)
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
@@ -124,7 +135,9 @@ class LightlyMoCo(nn.Module):
         update_momentum(self.projection_head, self.projection_head_momentum, m=0.99)
         query = self.projection_head(self.backbone(views[0]).flatten(start_dim=1))
         with torch.no_grad():
-            key = self.projection_head_momentum(self.backbone_momentum(views[1]).flatten(start_dim=1))
+            keys, shuffle = batch_shuffle(views[1])
+            key = self.projection_head_momentum(self.backbone_momentum(keys).flatten(start_dim=1))
+            key = batch_unshuffle(key, shuffle)
         return self.criterion(query, key)
 
 
@@ -158,7 +171,7 @@ def lightly_rate(method: str, images: torch.Tensor, batch: int, width: float, pr
     backbone = build_backbone(config.model)
     if method == "moco_v2":
         transform = MoCoV2Transform(input_size=size, gaussian_blur=0.0)
-        model = LightlyMoCo(backbone, backbone.out_dim)
+        model = LightlyMoCo(backbone, backbone.out_dim, config.method.shuffle_bn)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.03 * batch / 256, momentum=0.9, weight_decay=5e-4)
     else:
         transform = BYOLTransform(BYOLView1Transform(input_size=size, gaussian_blur=0.0),

@@ -17,7 +17,7 @@ SWITCHES = {
     "02_wider_projector.yaml": {"method.projector.hidden_dim", "method.projector.out_dim"},
     "03_predictor.yaml": {"method.predictor.enabled"},
     "04_momentum_schedule.yaml": {"method.momentum.final"},
-    "05_symmetric_loss.yaml": {"method.symmetric"},
+    "05_symmetric_loss.yaml": {"method.symmetric", "method.shuffle_bn"},  # MoCo v2+: SyncBN for Shuffle BN
     "06_no_negatives.yaml": {"method.negatives"},
     "07_byol_augmentation.yaml": {"augment.recipe"},
     "08_lars.yaml": {"optim.name", "optim.lr", "optim.weight_decay", "optim.exclude_bn_bias"},  # warm-up from 00

@@ -102,6 +102,9 @@ class HAIConfig:
         if self.strengths and (len(self.strengths) != len(self.stages) or not all(0 < s <= 1 for s in self.strengths)):
             raise ValueError(f"strengths={self.strengths}: expected one strength in (0, 1] per stage of {self.stages}, "
                              "or none")
+        if self.base_method.shuffle_bn > 1:
+            raise ValueError(f"base_method.shuffle_bn={self.base_method.shuffle_bn}: HAI runs its stages' pairs "
+                             "without Shuffle BN; set it to 0")
         missing = [stage for stage in self.embedding.stages if stage not in self.stages]
         if missing:
             raise ValueError(f"embedding.stages={self.embedding.stages}: {missing} not in stages={self.stages}")

@@ -53,6 +53,7 @@ from augbench.methods.base import Method
 from augbench.methods.distributed import gather_no_grad
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
+from augbench.methods.shuffle_bn import shuffled, split_batchnorm
 from augbench.methods.siamese import MomentumConfig
 from augbench.models.backbones import ResNetBackbone
 from augbench.models.heads import MLP, ProjectorConfig
@@ -74,6 +75,7 @@ class LooCConfig:
     temperature: float = 0.2
     reduction: str = "mean"
     z0_positives: str = "k0"
+    shuffle_bn: int = 0
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     momentum: MomentumConfig = field(default_factory=MomentumConfig)
 
@@ -90,6 +92,8 @@ class LooCConfig:
             raise ValueError(f"temperature={self.temperature}: must be positive")
         if self.queue_size < 1:
             raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
+        if self.shuffle_bn < 0:
+            raise ValueError(f"shuffle_bn={self.shuffle_bn}: the number of BatchNorm sub-batches (0: off)")
         if not self.momentum.enabled:
             raise ValueError("momentum.enabled=false: LooC's keys come from a momentum encoder")
 
@@ -183,7 +187,8 @@ class LooCMethod(Method):
     def __init__(self, backbone: nn.Module, config: LooCConfig):
         super().__init__()
         self.config = config
-        self.backbone = backbone
+        # Shuffle BN as MoCo v2's (augbench/methods/shuffle_bn.py), before LooC++ copies the last stage.
+        self.backbone = split_batchnorm(backbone, config.shuffle_bn) if config.shuffle_bn > 1 else backbone
         spaces = config.num_spaces
         trunk = LooCPlusPlusEncoder if config.representation == "looc++" else _SharedFeatures
         self.trunk = trunk(backbone, spaces)
@@ -191,6 +196,8 @@ class LooCMethod(Method):
         self.target_trunk = copy.deepcopy(self.trunk).requires_grad_(False)
         self.target_heads = copy.deepcopy(self.heads).requires_grad_(False)
         self.queues = nn.ModuleList(Queue(config.queue_size, self.heads[0].out_dim) for _ in range(spaces))
+        if config.shuffle_bn > 1:
+            self.register_buffer("shuffled_steps", torch.zeros((), dtype=torch.long))
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         spaces = self.config.num_spaces
@@ -223,8 +230,12 @@ class LooCMethod(Method):
     def _key_embeddings(self, key_views: list[View]) -> list[Tensor]:
         """Every key in every space through the momentum encoder: per space, (B, number of keys, D)."""
         per_key = []
-        for view in key_views:
-            features = self.target_trunk.space_features(view.images)
+        for index, view in enumerate(key_views):
+            if self.config.shuffle_bn > 1:
+                step = len(key_views) * int(self.shuffled_steps) + index
+                features = shuffled(self.target_trunk.space_features, view.images, step)
+            else:
+                features = self.target_trunk.space_features(view.images)
             per_key.append([head(v) for head, v in zip(self.target_heads, features)])
         return [torch.stack([embeddings[space] for embeddings in per_key], dim=1) for space in range(len(key_views))]
 
@@ -232,6 +243,8 @@ class LooCMethod(Method):
         momentum = cosine_momentum(self.config.momentum.base, self.config.momentum.final, progress)
         ema_update(self.target_trunk, self.trunk, momentum)
         ema_update(self.target_heads, self.heads, momentum)
+        if self.config.shuffle_bn > 1:
+            self.shuffled_steps += 1
         return {"momentum": momentum}
 
     def encoder(self) -> nn.Module:

@@ -24,6 +24,11 @@ compares q_i with the target embedding k_j:
   differ by a factor 2 in gradient (and so in the effective learning rate
   and weight decay under SGD).
 
+`shuffle_bn` > 1 is MoCo's Shuffle BN (augbench/methods/shuffle_bn.py):
+BatchNorm statistics over that many sub-batches in both backbones, as that
+many GPUs compute them, with the momentum encoder's input shuffled across
+them, so that a query and its key never share statistics.
+
 `symmetric` adds the pair (1, 0). The loss is the mean over pairs, so that
 symmetric and one-way presets share a scale under the same optimiser, as
 SimSiam's code does. BYOL's paper and the study's code (revisitAIRL,
@@ -52,6 +57,7 @@ from augbench.methods.distributed import gather_no_grad, gather_with_grad, is_di
 from augbench.methods.losses import info_nce, negative_cosine, normalized_mse, nt_xent
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
+from augbench.methods.shuffle_bn import shuffled, split_batchnorm
 from augbench.models.heads import MLP, PredictorConfig, ProjectorConfig
 
 NEGATIVES = ("queue", "batch", "none")
@@ -84,6 +90,7 @@ class SiameseConfig:
     target_predictor: bool = False
     enqueue: str = "one_view"
     regression_loss: str = "normalized_mse"  # with negatives = none
+    shuffle_bn: int = 0
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     momentum: MomentumConfig = field(default_factory=MomentumConfig)
@@ -97,6 +104,11 @@ class SiameseConfig:
             raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
         if self.enqueue not in ENQUEUE:
             raise ValueError(f"enqueue={self.enqueue!r}: expected one of {ENQUEUE}")
+        if self.shuffle_bn < 0:
+            raise ValueError(f"shuffle_bn={self.shuffle_bn}: the number of BatchNorm sub-batches (0: off)")
+        if self.shuffle_bn > 1 and not self.momentum.enabled:
+            raise ValueError(f"shuffle_bn={self.shuffle_bn} shuffles the momentum encoder's input: it needs "
+                             "momentum.enabled=true")
         if self.regression_loss not in REGRESSION_LOSSES:
             raise ValueError(f"regression_loss={self.regression_loss!r}: expected one of {list(REGRESSION_LOSSES)}")
         missing = [f"{part}.enabled=true" for part in ("predictor", "momentum") if not getattr(self, part).enabled]
@@ -153,7 +165,7 @@ class SiameseMethod(Method):
     def __init__(self, backbone: nn.Module, config: SiameseConfig):
         super().__init__()
         self.config = config
-        self.backbone = backbone
+        self.backbone = split_batchnorm(backbone, config.shuffle_bn) if config.shuffle_bn > 1 else backbone
         self.projector = MLP(backbone.out_dim, config.projector.specs())
         out_dim = self.projector.out_dim
         self.predictor = MLP(out_dim, config.predictor.specs(out_dim)) if config.predictor.enabled else nn.Identity()
@@ -164,6 +176,8 @@ class SiameseMethod(Method):
                 self.target_predictor = copy.deepcopy(self.predictor).requires_grad_(False)
         if config.negatives == "queue":
             self.queue = Queue(config.queue_size, out_dim)
+        if config.shuffle_bn > 1:
+            self.register_buffer("shuffled_steps", torch.zeros((), dtype=torch.long))
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         if len(views) != 2:
@@ -187,8 +201,12 @@ class SiameseMethod(Method):
                            ) -> dict[int, Tensor]:
         if not self.config.momentum.enabled:
             return {j: projections[j].detach() if self.config.stop_gradient else projections[j] for j in needed}
+        def embed(images: Tensor) -> Tensor:
+            return self.target_projector(self.target_backbone(images))
+
         with torch.no_grad():
-            keys = {j: self.target_projector(self.target_backbone(views[j].images)) for j in needed}
+            keys = {j: shuffled(embed, views[j].images, step=2 * int(self.shuffled_steps) + j)
+                    if self.config.shuffle_bn > 1 else embed(views[j].images) for j in needed}
             if self.config.target_predictor:
                 keys = {j: self.target_predictor(k) for j, k in keys.items()}
             return keys
@@ -207,4 +225,6 @@ class SiameseMethod(Method):
         ema_update(self.target_projector, self.projector, momentum)
         if self.config.target_predictor:
             ema_update(self.target_predictor, self.predictor, momentum)
+        if self.config.shuffle_bn > 1:
+            self.shuffled_steps += 1
         return {"momentum": momentum}

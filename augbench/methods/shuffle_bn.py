@@ -1,0 +1,81 @@
+"""MoCo's Shuffle BN on one process: BatchNorm over sub-batches, the key encoder's input shuffled across them.
+
+He et al. (MoCo, CVPR 2020, §3.3) found that a query and its positive key
+normalised with the same batch statistics let the model "cheat" the pretext
+task through BatchNorm: both carry the batch's signature, which the queue's
+negatives, from other batches, lack. Their code computes BatchNorm per GPU
+and shuffles the key encoder's input across GPUs, so a query's statistics and
+its key's come from different subsets of the batch. With `splits` sub-batches
+standing for GPUs, `SplitBatchNorm2d` gives each its own statistics (in both
+encoders, as per-GPU BatchNorm does) and `shuffled` runs the key encoder on a
+permuted batch, as MoCo's single-GPU CIFAR demo does (`SplitBatchNorm`,
+`bn_splits=8`).
+
+Written here rather than taken from lightly (a peer in the benchmarks only):
+its SplitBatchNorm views the batch as (N / splits, C · splits, H, W), which a
+channels-last tensor cannot be viewed as; this one normalises each sub-batch
+with the fused kernel, in any memory layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training batches are normalised in `splits` equal, consecutive sub-batches, each with its own
+    statistics; the running statistics are the mean of the sub-batches' updates. In eval mode it is BatchNorm2d, and
+    its parameters and buffers are BatchNorm2d's, so saved encoders load into a plain backbone."""
+
+    def __init__(self, num_features: int, splits: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.splits = splits
+
+    def forward(self, images: Tensor) -> Tensor:
+        if not self.training or self.splits == 1:
+            return super().forward(images)
+        if len(images) % self.splits:
+            raise ValueError(f"method.shuffle_bn={self.splits}: a batch of {len(images)} images does not split into "
+                             f"{self.splits} equal sub-batches; make the per-device batch size a multiple of it")
+        running = [(self.running_mean.clone(), self.running_var.clone()) for _ in range(self.splits)]
+        parts = [F.batch_norm(part, mean, var, self.weight, self.bias, True, self.momentum, self.eps)
+                 for part, (mean, var) in zip(images.chunk(self.splits), running)]
+        with torch.no_grad():
+            self.running_mean.copy_(torch.stack([mean for mean, _ in running]).mean(dim=0))
+            self.running_var.copy_(torch.stack([var for _, var in running]).mean(dim=0))
+            self.num_batches_tracked.add_(1)
+        return torch.cat(parts)
+
+
+def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
+    """`module` with each BatchNorm2d replaced, in place, by a SplitBatchNorm2d holding the same state."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            if child.momentum is None:
+                raise ValueError(f"{name}: method.shuffle_bn needs BatchNorm with a momentum, not a cumulative average")
+            split = SplitBatchNorm2d(child.num_features, splits, eps=child.eps, momentum=child.momentum,
+                                     affine=child.affine, track_running_stats=child.track_running_stats)
+            split.load_state_dict(child.state_dict())
+            setattr(module, name, split.to(device=child.weight.device if child.affine else None))
+        else:
+            split_batchnorm(child, splits)
+    return module
+
+
+def shuffled(encode: Callable[[Tensor], Tensor | list[Tensor]], images: Tensor, step: int) -> Tensor | list[Tensor]:
+    """encode(images) (a tensor, or a list of them) computed on a random permutation of the batch, returned in the
+    batch's order.
+
+    The permutation is drawn from a generator seeded with the training `step`
+    (a checkpointed counter): the same on every rank, the same after a resume,
+    and no draw from torch's global generator, whose stream stays what it
+    would be without Shuffle BN.
+    """
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(step)).to(images.device)
+    restore = torch.argsort(order)
+    encoded = encode(images[order])
+    return [part[restore] for part in encoded] if isinstance(encoded, list) else encoded[restore]
