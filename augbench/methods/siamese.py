@@ -201,6 +201,7 @@ class SiameseMethod(Method):
                            ) -> dict[int, Tensor]:
         if not self.config.momentum.enabled:
             return {j: projections[j].detach() if self.config.stop_gradient else projections[j] for j in needed}
+
         def embed(images: Tensor) -> Tensor:
             return self.target_projector(self.target_backbone(images))
 
