@@ -53,7 +53,7 @@ from augbench.methods.base import Method
 from augbench.methods.distributed import gather_no_grad
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
-from augbench.methods.shuffle_bn import shuffled, split_batchnorm
+from augbench.methods.shuffle_bn import ShuffleBN
 from augbench.methods.siamese import MomentumConfig
 from augbench.models.backbones import ResNetBackbone
 from augbench.models.heads import MLP, ProjectorConfig
@@ -188,7 +188,8 @@ class LooCMethod(Method):
         super().__init__()
         self.config = config
         # Shuffle BN as MoCo v2's (augbench/methods/shuffle_bn.py), before LooC++ copies the last stage.
-        self.backbone = split_batchnorm(backbone, config.shuffle_bn) if config.shuffle_bn > 1 else backbone
+        self.shuffle_bn = ShuffleBN(config.shuffle_bn)
+        self.backbone = self.shuffle_bn.convert(backbone)
         spaces = config.num_spaces
         trunk = LooCPlusPlusEncoder if config.representation == "looc++" else _SharedFeatures
         self.trunk = trunk(backbone, spaces)
@@ -196,8 +197,6 @@ class LooCMethod(Method):
         self.target_trunk = copy.deepcopy(self.trunk).requires_grad_(False)
         self.target_heads = copy.deepcopy(self.heads).requires_grad_(False)
         self.queues = nn.ModuleList(Queue(config.queue_size, self.heads[0].out_dim) for _ in range(spaces))
-        if config.shuffle_bn > 1:
-            self.register_buffer("shuffled_steps", torch.zeros((), dtype=torch.long))
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         spaces = self.config.num_spaces
@@ -231,11 +230,7 @@ class LooCMethod(Method):
         """Every key in every space through the momentum encoder: per space, (B, number of keys, D)."""
         per_key = []
         for index, view in enumerate(key_views):
-            if self.config.shuffle_bn > 1:
-                step = len(key_views) * int(self.shuffled_steps) + index
-                features = shuffled(self.target_trunk.space_features, view.images, step)
-            else:
-                features = self.target_trunk.space_features(view.images)
+            features = self.shuffle_bn.encode(self.target_trunk.space_features, view.images, index, len(key_views))
             per_key.append([head(v) for head, v in zip(self.target_heads, features)])
         return [torch.stack([embeddings[space] for embeddings in per_key], dim=1) for space in range(len(key_views))]
 
@@ -243,8 +238,7 @@ class LooCMethod(Method):
         momentum = cosine_momentum(self.config.momentum.base, self.config.momentum.final, progress)
         ema_update(self.target_trunk, self.trunk, momentum)
         ema_update(self.target_heads, self.heads, momentum)
-        if self.config.shuffle_bn > 1:
-            self.shuffled_steps += 1
+        self.shuffle_bn.step()
         return {"momentum": momentum}
 
     def encoder(self) -> nn.Module:

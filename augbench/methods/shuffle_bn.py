@@ -9,7 +9,7 @@ its key's come from different subsets of the batch. With `splits` sub-batches
 standing for GPUs, `SplitBatchNorm2d` gives each its own statistics (in both
 encoders, as per-GPU BatchNorm does) and `shuffled` runs the key encoder on a
 permuted batch, as MoCo's single-GPU CIFAR demo does (`SplitBatchNorm`,
-`bn_splits=8`).
+`bn_splits=8`). `ShuffleBN` is the switch as a method holds it.
 
 Written here rather than taken from lightly (a peer in the benchmarks only):
 its SplitBatchNorm views the batch as (N / splits, C · splits, H, W), which a
@@ -64,6 +64,38 @@ def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
         else:
             split_batchnorm(child, splits)
     return module
+
+
+class ShuffleBN(nn.Module):
+    """A method's `shuffle_bn` switch: `splits` > 1 sub-batches, or off (0 or 1), where every call passes through.
+
+    On, it counts optimiser steps in a buffer, so checkpoints carry it; off,
+    it holds no state, so a method's checkpoints are as before the switch.
+    """
+
+    def __init__(self, splits: int):
+        super().__init__()
+        self.splits = splits
+        if self.on:
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def on(self) -> bool:
+        return self.splits > 1
+
+    def convert(self, backbone: nn.Module) -> nn.Module:
+        """The backbone with split BatchNorm, before any copy of it is made."""
+        return split_batchnorm(backbone, self.splits) if self.on else backbone
+
+    def encode(self, encode: Callable[[Tensor], Tensor | list[Tensor]], images: Tensor, view: int, views: int
+               ) -> Tensor | list[Tensor]:
+        """encode(images) of key view `view` of `views` per step, shuffled across the sub-batches when on."""
+        return shuffled(encode, images, views * int(self.steps) + view) if self.on else encode(images)
+
+    def step(self) -> None:
+        """After each optimiser step: the next step draws new permutations."""
+        if self.on:
+            self.steps += 1
 
 
 def shuffled(encode: Callable[[Tensor], Tensor | list[Tensor]], images: Tensor, step: int) -> Tensor | list[Tensor]:

@@ -57,7 +57,7 @@ from augbench.methods.distributed import gather_no_grad, gather_with_grad, is_di
 from augbench.methods.losses import info_nce, negative_cosine, normalized_mse, nt_xent
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
-from augbench.methods.shuffle_bn import shuffled, split_batchnorm
+from augbench.methods.shuffle_bn import ShuffleBN
 from augbench.models.heads import MLP, PredictorConfig, ProjectorConfig
 
 NEGATIVES = ("queue", "batch", "none")
@@ -165,7 +165,8 @@ class SiameseMethod(Method):
     def __init__(self, backbone: nn.Module, config: SiameseConfig):
         super().__init__()
         self.config = config
-        self.backbone = split_batchnorm(backbone, config.shuffle_bn) if config.shuffle_bn > 1 else backbone
+        self.shuffle_bn = ShuffleBN(config.shuffle_bn)
+        self.backbone = self.shuffle_bn.convert(backbone)
         self.projector = MLP(backbone.out_dim, config.projector.specs())
         out_dim = self.projector.out_dim
         self.predictor = MLP(out_dim, config.predictor.specs(out_dim)) if config.predictor.enabled else nn.Identity()
@@ -176,8 +177,6 @@ class SiameseMethod(Method):
                 self.target_predictor = copy.deepcopy(self.predictor).requires_grad_(False)
         if config.negatives == "queue":
             self.queue = Queue(config.queue_size, out_dim)
-        if config.shuffle_bn > 1:
-            self.register_buffer("shuffled_steps", torch.zeros((), dtype=torch.long))
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         if len(views) != 2:
@@ -206,8 +205,7 @@ class SiameseMethod(Method):
             return self.target_projector(self.target_backbone(images))
 
         with torch.no_grad():
-            keys = {j: shuffled(embed, views[j].images, step=2 * int(self.shuffled_steps) + j)
-                    if self.config.shuffle_bn > 1 else embed(views[j].images) for j in needed}
+            keys = {j: self.shuffle_bn.encode(embed, views[j].images, j, len(views)) for j in needed}
             if self.config.target_predictor:
                 keys = {j: self.target_predictor(k) for j, k in keys.items()}
             return keys
@@ -226,6 +224,5 @@ class SiameseMethod(Method):
         ema_update(self.target_projector, self.projector, momentum)
         if self.config.target_predictor:
             ema_update(self.target_predictor, self.predictor, momentum)
-        if self.config.shuffle_bn > 1:
-            self.shuffled_steps += 1
+        self.shuffle_bn.step()
         return {"momentum": momentum}

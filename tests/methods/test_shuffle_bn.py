@@ -117,9 +117,10 @@ def test_looc_normalises_in_sub_batches_everywhere_and_shuffles_each_key_view(pr
     for seen, key in zip(inputs, views[1:]):
         assert not torch.equal(seen, key.images) and torch.equal(seen.sum(dim=(1, 2, 3)).sort().values,
                                                                  key.images.sum(dim=(1, 2, 3)).sort().values)
-    steps = int(method.shuffled_steps)
+    steps = int(method.shuffle_bn.steps)
     method.update_target(0.0)
-    assert int(method.shuffled_steps) == steps + 1  # a checkpointed counter: a new permutation each step
+    assert int(method.shuffle_bn.steps) == steps + 1  # a checkpointed counter: a new permutation each step
+    assert "shuffle_bn.steps" in method.state_dict()
 
 
 def test_hai_refuses_a_base_method_with_shuffle_bn():
