@@ -44,9 +44,14 @@ PERCENT_METRICS = frozenset({"top1", "mean_per_class", "miou", "iou"})
 POOLED = "all tasks in %"
 
 
+def _in_percent(paired: pd.DataFrame) -> pd.DataFrame:
+    """The pairs of the tasks scored in PERCENT_METRICS, which a pooled difference may average."""
+    return paired[paired["metric"].isin(PERCENT_METRICS)]
+
+
 def _pooled(paired: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The pooled row's pairs, those of the tasks scored in PERCENT_METRICS; none when no task is."""
-    percent = paired[paired["metric"].isin(PERCENT_METRICS)]
+    """The pooled row's pairs; none when no task is scored in percent."""
+    percent = _in_percent(paired)
     return [(POOLED, percent)] if not percent.empty else []
 
 
@@ -231,7 +236,7 @@ def switch_effects_by_dataset(
     out = []
     for baseline, variant in comparisons:
         paired = _paired(rows, "method", baseline, variant)
-        paired = paired[paired["metric"].isin(PERCENT_METRICS)]
+        paired = _in_percent(paired)
         for dataset, group in paired.groupby("pretrain_dataset", sort=False):
             out.append({"baseline": baseline, "variant": variant, "pretrain_dataset": dataset,
                         **_difference(group["difference"].to_numpy(), confidence, resamples, seed)})

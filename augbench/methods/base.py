@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from augbench.augment.views import View
+
+
+def embedding_spread(embeddings: Tensor) -> Tensor:
+    """A method's `embedding_std` for the trainer's collapse check: the mean over dimensions of the per-dimension
+    std of the L2-normalised embeddings (B, D); about 1/√D when healthy, 0 when every image maps to one point."""
+    return F.normalize(embeddings, dim=1).std(dim=0).mean()
 
 
 class Method(nn.Module):

@@ -43,7 +43,7 @@ from augbench.augment.hai import (
     vector_width,
 )
 from augbench.augment.views import Recipe, View
-from augbench.methods.base import Method
+from augbench.methods.base import Method, embedding_spread
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
 from augbench.methods.siamese import SiameseConfig, keys_to_enqueue, online_views, pair_loss
@@ -204,7 +204,7 @@ class HAIMethod(Method):
             self.queues[index].push(keys_to_enqueue(base, keys, directions))
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in directions]).mean()
-            spread = F.normalize(projections[0], dim=1).std(dim=0).mean()
+            spread = embedding_spread(projections[0])
         return torch.stack(losses).mean(), similarity, spread, heads[0].detach()
 
     def _vector(self, view: View) -> Tensor:

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from augbench.augment.looc import ATOMIC_AUGMENTATIONS
 from augbench.augment.views import View
 from augbench.errors import ConfigError
-from augbench.methods.base import Method
+from augbench.methods.base import Method, embedding_spread
 from augbench.methods.distributed import gather_no_grad
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
@@ -219,7 +219,7 @@ class LooCMethod(Method):
         loss = losses.mean() if self.config.reduction == "mean" else losses.sum()
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[s], keys[s][:, s]).mean() for s in range(spaces)])
-            spread = F.normalize(queries[0], dim=1).std(dim=0).mean()
+            spread = embedding_spread(queries[0])
         logs = {f"loss_z{s}": losses[s].detach() for s in range(spaces)}
         features = torch.cat(query_features, dim=1) if self.config.representation == "looc++" else query_features[0]
         return {"loss": loss, "positive_similarity": similarity.mean(), "embedding_std": spread, **logs,

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from augbench.augment.views import View
-from augbench.methods.base import Method
+from augbench.methods.base import Method, embedding_spread
 from augbench.methods.distributed import gather_no_grad, gather_with_grad, is_distributed, rank
 from augbench.methods.losses import info_nce, negative_cosine, normalized_mse, nt_xent
 from augbench.methods.momentum import cosine_momentum, ema_update
@@ -192,7 +192,7 @@ class SiameseMethod(Method):
             self.queue.push(keys_to_enqueue(self.config, keys, pairs))
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in pairs]).mean()
-            spread = F.normalize(projections[0], dim=1).std(dim=0).mean()
+            spread = embedding_spread(projections[0])
         return {"loss": torch.stack(losses).mean(), "positive_similarity": similarity, "embedding_std": spread,
                 "features": features[0].detach()}
 
