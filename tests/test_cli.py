@@ -51,7 +51,7 @@ def test_a_config_file_after_the_overrides_is_refused(capsys):
 
 
 def test_print_config_prints_the_composed_config_and_trains_nothing(tmp_path, capsys):
-    words = [str(shipped_config("fair/05_symmetric_loss.yaml")), str(shipped_config("quickstart.yaml")),
+    words = [str(shipped_config("fair/06_symmetric_loss.yaml")), str(shipped_config("quickstart.yaml")),
              "trainer.max_epochs=3", f"output_dir={tmp_path}", "--print-config"]
     assert main(["pretrain", *words]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)

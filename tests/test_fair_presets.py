@@ -11,18 +11,31 @@ from tests.conftest import TINY_OVERRIDES
 FAIR = shipped_config("fair")
 STEPS = sorted(path.name for path in FAIR.glob("*.yaml"))
 
-# The one switch each step turns, as the composed config keys that change (the run name aside).
-SWITCHES = {
-    "01_projector_bn.yaml": {"method.projector.bn"},
-    "02_wider_projector.yaml": {"method.projector.hidden_dim", "method.projector.out_dim"},
-    "03_predictor.yaml": {"method.predictor.enabled"},
-    "04_momentum_schedule.yaml": {"method.momentum.final"},
-    "05_symmetric_loss.yaml": {"method.symmetric", "method.shuffle_bn"},  # MoCo v2+: SyncBN for Shuffle BN
-    "06_no_negatives.yaml": {"method.negatives"},
-    "07_byol_augmentation.yaml": {"augment.recipe"},
-    "08_lars.yaml": {"optim.name", "optim.lr", "optim.weight_decay", "optim.exclude_bn_bias"},  # warm-up from 00
+# The factors of the design space the path may change, each as the composed config keys it is set by (the run name
+# aside). A factor set by several keys (the projector's width, the optimiser) changes as one.
+FACTORS = {
+    "projector BN": {"method.projector.bn"},
+    "projector width": {"method.projector.hidden_dim", "method.projector.out_dim"},
+    "predictor": {"method.predictor.enabled"},
+    "momentum schedule": {"method.momentum.final"},
+    "BatchNorm statistics": {"method.shuffle_bn"},
+    "symmetric loss": {"method.symmetric"},
+    "negatives": {"method.negatives"},
+    "augmentation": {"augment.recipe"},
+    "optimiser": {"optim.name", "optim.lr", "optim.weight_decay", "optim.exclude_bn_bias"},  # warm-up from 00
 }
-
+# The one factor each step turns.
+SWITCHES = {
+    "01_projector_bn.yaml": "projector BN",
+    "02_wider_projector.yaml": "projector width",
+    "03_predictor.yaml": "predictor",
+    "04_momentum_schedule.yaml": "momentum schedule",
+    "05_whole_batch_bn.yaml": "BatchNorm statistics",  # MoCo v2+'s SyncBN for MoCo v2's Shuffle BN
+    "06_symmetric_loss.yaml": "symmetric loss",  # = MoCo v2+
+    "07_no_negatives.yaml": "negatives",
+    "08_byol_augmentation.yaml": "augmentation",
+    "09_lars.yaml": "optimiser",  # = the study's BYOL
+}
 
 def _flat(config) -> dict:
     def walk(value, prefix):
@@ -47,11 +60,16 @@ def test_the_steps_are_numbered_and_each_inherits_from_its_predecessor():
         assert yaml.safe_load((FAIR / step).read_text())["base"] == previous, step
 
 
+def _changed(before: dict, after: dict) -> set[str]:
+    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+
+
 @pytest.mark.parametrize("index", range(1, len(STEPS)))
-def test_each_step_turns_exactly_its_switch(index):
-    before, after = _composed(STEPS[index - 1]), _composed(STEPS[index])
-    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
-    assert changed == SWITCHES[STEPS[index]]
+def test_each_step_turns_exactly_one_factor_its_own(index):
+    changed = _changed(_composed(STEPS[index - 1]), _composed(STEPS[index]))
+    factors = {name for name, keys in FACTORS.items() if changed & keys}
+    assert changed <= set().union(*FACTORS.values()), changed - set().union(*FACTORS.values())
+    assert factors == {SWITCHES[STEPS[index]]}
 
 
 def test_the_path_starts_at_moco_v2_passes_moco_v2_plus_and_ends_at_byol():
@@ -63,12 +81,16 @@ def test_the_path_starts_at_moco_v2_passes_moco_v2_plus_and_ends_at_byol():
     # MoCo v2 with the study's 10 warm-up epochs, which every step of the path keeps.
     assert _composed(STEPS[0]) == preset("moco_v2") | {"optim.warmup_epochs": 10.0}
     assert all(_composed(step)["optim.warmup_epochs"] == 10.0 for step in STEPS)
-    assert _composed(STEPS[-1]) == preset("byol")
-    moco_v2_plus = _composed("05_symmetric_loss.yaml")  # the study's MoCo v2+ row
+    # BYOL but for the weight decay, which is the study's (1e-6) where byol.yaml has its small-image value.
+    assert _composed(STEPS[-1]) == preset("byol") | {"optim.weight_decay": 1e-6}
+    moco_v2_plus = _composed("06_symmetric_loss.yaml")  # the study's MoCo v2+ row
     assert (moco_v2_plus["method.projector.hidden_dim"], moco_v2_plus["method.projector.out_dim"]) == (4096, 256)
     assert moco_v2_plus["method.projector.bn"] and moco_v2_plus["method.predictor.enabled"]
     assert moco_v2_plus["method.negatives"] == "queue" and moco_v2_plus["method.symmetric"]
-    assert moco_v2_plus["method.enqueue"] == "one_view"
+    assert moco_v2_plus["method.enqueue"] == "one_view" and moco_v2_plus["method.shuffle_bn"] == 0
+    # revisitAIRL's mocov2_plus.py and byol.py sum the two directions; so do the path from MoCo v2+ on and BYOL.
+    assert all(_composed(step)["method.pair_reduction"] == "sum" for step in STEPS)
+    assert _composed(STEPS[0])["method.queue_init"] == "random"  # MoCo's builder: random unit keys
     assert (moco_v2_plus["method.momentum.base"], moco_v2_plus["method.momentum.final"]) == (0.99, 1.0)
 
 
@@ -89,7 +111,7 @@ def test_two_pretraining_steps_per_step(step, tmp_path):
 
 def test_s_moco_v2_plus_is_moco_v2_plus_with_the_predictor_on_both_branches(tmp_path):
     side = FAIR / "side" / "s_moco_v2_plus.yaml"
-    before, after = _composed("05_symmetric_loss.yaml"), _composed(f"side/{side.name}")
+    before, after = _composed("06_symmetric_loss.yaml"), _composed(f"side/{side.name}")
     assert {key for key in before if before[key] != after[key]} == {"method.target_predictor"}
     assert after["method.target_predictor"]
     config, _ = load_config(side, [*TINY_OVERRIDES, "data.image_size=16", f"output_dir={tmp_path}",

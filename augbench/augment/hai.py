@@ -10,13 +10,15 @@ so every view records every op's parameters and a shallow pair differs only
 in the augmentations assigned to it. An augmentation assigned to no stage
 (`None`, or absent) is left out of every pair. The paper's "uniform" ablation
 is the assignment of every augmentation to the first stage; its "hierarchical
-strength" ablation adds per-stage `strengths` (see `weakened`).
+strength" ablation weakens each stage's augmentations by its depth (see
+`HierarchicalStrength`).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,25 @@ def hai_ops(size: int, crop_scale: tuple[float, float] = (0.2, 1.0)) -> list[Op]
 
 
 AUGMENTATIONS = tuple(op.name for op in hai_ops(32))
+DEEPEST_STAGE = 4
+
+
+@dataclass
+class HierarchicalStrength:
+    """The paper's "hierarchical strength" ablation (supplement §D), off unless `enabled`: every stage's pair applies
+    every augmentation, weaker toward the shallow stages. At level L = 4 − stage, each augmentation's probability
+    drops by `probability`·L, colour jitter's four factors by `jitter`·L, and the crop's minimum scale rises by
+    `crop_min_scale`·L, each held within its range."""
+
+    enabled: bool = False
+    probability: float = 0.05
+    jitter: float = 0.02
+    crop_min_scale: float = 0.1
+
+    def __post_init__(self):
+        for key in ("probability", "jitter", "crop_min_scale"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"hierarchical_strength.{key}={getattr(self, key)}: a step per level, not negative")
 
 
 def left_out(op: Op) -> Op:
@@ -70,37 +91,34 @@ def left_out(op: Op) -> Op:
     return op
 
 
-def weakened(op: Op, strength: float) -> Op:
-    """A copy of `op` at `strength` ∈ (0, 1] of its full strength: colour jitter's four magnitudes and the crop's
-    missing area (1 − its minimum scale) scale with it, every other op's probability does.
-
-    For the paper's "hierarchical strength" ablation, in which every stage
-    sees every augmentation, weaker toward the shallow stages. The paper does
-    not say how it weakens each augmentation; this is augbench's stand-in.
-    """
+def weakened(op: Op, level: int, strength: HierarchicalStrength) -> Op:
+    """A copy of `op` weakened by `level` (4 − stage) steps of `strength`; the op itself at level 0."""
     op = copy.copy(op)
     if isinstance(op, RandomResizedCrop):
         low, high = op.scale
-        op.scale = (min(high, 1 - strength * (1 - low)), high)
-    elif isinstance(op, ColorJitter):
+        op.scale = (min(high, low + strength.crop_min_scale * level), high)
+        return op
+    if isinstance(op, ColorJitter):
         op.brightness, op.contrast, op.saturation, op.hue = (
-            strength * magnitude for magnitude in (op.brightness, op.contrast, op.saturation, op.hue))
-    else:
-        op.p = strength * op.p
+            max(0.0, magnitude - strength.jitter * level)
+            for magnitude in (op.brightness, op.contrast, op.saturation, op.hue))
+    op.p = max(0.0, op.p - strength.probability * level)
     return op
 
 
 def stage_pipeline(ops: Sequence[Op], assignment: Mapping[str, int | None], stage: int,
-                   strength: float = 1.0) -> Pipeline:
-    """The pipeline of one stage's views: the ops assigned to stages ≤ `stage` at `strength`, the others left
-    out."""
+                   strength: HierarchicalStrength | None = None) -> Pipeline:
+    """The pipeline of one stage's views: the ops assigned to stages ≤ `stage`, weakened for the stage's depth when
+    `strength` is enabled, the others left out."""
 
     def applies(op: Op) -> bool:
         assigned = assignment.get(op.name)
         return assigned is not None and assigned <= stage
 
-    return Pipeline([(op if strength == 1 else weakened(op, strength)) if applies(op) else left_out(op)
-                     for op in ops])
+    def kept(op: Op) -> Op:
+        return weakened(op, DEEPEST_STAGE - stage, strength) if strength is not None and strength.enabled else op
+
+    return Pipeline([kept(op) if applies(op) else left_out(op) for op in ops])
 
 
 def hai_views(
@@ -108,14 +126,14 @@ def hai_views(
     assignment: Mapping[str, int | None] = DEFAULT_ASSIGNMENT,
     stages: Sequence[int] = (1, 2, 3, 4),
     crop_scale: tuple[float, float] = (0.2, 1.0),
-    strengths: Sequence[float] = (),
+    strength: HierarchicalStrength | None = None,
 ) -> Recipe:
-    """Views [stage s₁ view 1, stage s₁ view 2, stage s₂ view 1, …]: two independent draws per stage, at
-    `strengths` (one per stage; empty: full strength everywhere)."""
+    """Views [stage s₁ view 1, stage s₁ view 2, stage s₂ view 1, …]: two independent draws per stage, weakened by
+    depth when `strength` is enabled."""
     ops = hai_ops(size, crop_scale)
     pipelines = []
-    for index, stage in enumerate(stages):
-        pipeline = stage_pipeline(ops, assignment, stage, strengths[index] if strengths else 1.0)
+    for stage in stages:
+        pipeline = stage_pipeline(ops, assignment, stage, strength)
         pipelines += [pipeline, pipeline]
     return Recipe("hai", pipelines)
 

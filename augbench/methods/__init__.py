@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from augbench.methods.barlow_twins import BarlowTwinsConfig, BarlowTwinsMethod
 from augbench.methods.base import Method
 from augbench.methods.hai import HAIConfig, HAIMethod
 from augbench.methods.looc import LooCConfig, LooCMethod
@@ -15,6 +16,7 @@ METHODS: dict[str, tuple[type, type[Method]]] = {
     "hai": (HAIConfig, HAIMethod),
     "swav": (SwAVConfig, SwAVMethod),
     "looc": (LooCConfig, LooCMethod),
+    "barlow_twins": (BarlowTwinsConfig, BarlowTwinsMethod),
 }
 
 

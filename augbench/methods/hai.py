@@ -18,7 +18,8 @@ is embedded with its own vector, not the difference between views.
 
 The loss of stage s is the base method's loss (`base_method`, a point of the
 MoCo/BYOL/SimCLR/SimSiam design space of siamese.py: InfoNCE over a queue,
-NT-Xent, or 2 − 2cos, one-way or symmetric) on that stage's pair; the total is
+NT-Xent, or 2 − 2cos, one-way or symmetric, its directions combined by
+`base_method.pair_reduction`) on that stage's pair; the total is
 Σ_s w_s · L_s with `loss_weights` (equal in the paper). With a momentum target,
 the whole target side (backbone, heads, embeddings, projectors, and the
 predictors with `base_method.target_predictor`) is an EMA copy.
@@ -38,6 +39,7 @@ from augbench.augment.hai import (
     AUGMENTATIONS,
     DEFAULT_ASSIGNMENT,
     EMBEDDED_PARAMS,
+    HierarchicalStrength,
     augmentation_vector,
     hai_views,
     vector_width,
@@ -46,7 +48,7 @@ from augbench.augment.views import Recipe, View
 from augbench.methods.base import Method, embedding_spread
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
-from augbench.methods.siamese import SiameseConfig, keys_to_enqueue, online_views, pair_loss
+from augbench.methods.siamese import SiameseConfig, keys_to_enqueue, online_views, pair_loss, reduce_pairs
 from augbench.models.heads import MLP, LayerSpec
 from augbench.models.taps import NUM_STAGES, StageHead, check_staged, forward_to_stage
 
@@ -71,16 +73,16 @@ class ExpandedViewsConfig:
 @dataclass
 class HAIConfig:
     """`assignment` maps each augmentation to the shallowest stage whose pair applies it (null: to none);
-    `stages` lists the taps; `crop_scale` is the crop's area range; `strengths` (one per stage, in (0, 1];
-    empty: all 1) weakens each stage's augmentations (`augment.hai.weakened`), the paper's "hierarchical
-    strength" ablation."""
+    `stages` lists the taps; `crop_scale` is the crop's area range; `hierarchical_strength` weakens each stage's
+    augmentations by its depth (augment/hai.py `HierarchicalStrength`), the paper's "hierarchical strength"
+    ablation."""
 
     name: str = "hai"
     stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     assignment: dict[str, int | None] = field(default_factory=lambda: dict(DEFAULT_ASSIGNMENT))
     crop_scale: tuple[float, float] = (0.2, 1.0)
     loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
-    strengths: list[float] = field(default_factory=list)
+    hierarchical_strength: HierarchicalStrength = field(default_factory=HierarchicalStrength)
     embedding: ExpandedViewsConfig = field(default_factory=ExpandedViewsConfig)
     base_method: SiameseConfig = field(default_factory=SiameseConfig)
 
@@ -99,9 +101,6 @@ class HAIConfig:
             raise ValueError(f"crop_scale={list(self.crop_scale)}: need 0 < min ≤ max ≤ 1")
         if len(self.loss_weights) != len(self.stages):
             raise ValueError(f"loss_weights={self.loss_weights}: expected one weight per stage of {self.stages}")
-        if self.strengths and (len(self.strengths) != len(self.stages) or not all(0 < s <= 1 for s in self.strengths)):
-            raise ValueError(f"strengths={self.strengths}: expected one strength in (0, 1] per stage of {self.stages}, "
-                             "or none")
         if self.base_method.shuffle_bn > 1:
             raise ValueError(f"base_method.shuffle_bn={self.base_method.shuffle_bn}: HAI runs its stages' pairs "
                              "without Shuffle BN; set it to 0")
@@ -110,7 +109,7 @@ class HAIConfig:
             raise ValueError(f"embedding.stages={self.embedding.stages}: {missing} not in stages={self.stages}")
 
     def views(self, image_size: int) -> Recipe:
-        return hai_views(image_size, self.assignment, self.stages, self.crop_scale, self.strengths)
+        return hai_views(image_size, self.assignment, self.stages, self.crop_scale, self.hierarchical_strength)
 
 
 class StageBranch(nn.Module):
@@ -157,7 +156,7 @@ class HAIMethod(Method):
             if base.target_predictor:
                 self.target_predictors = copy.deepcopy(self.predictors).requires_grad_(False)
         if base.negatives == "queue":
-            self.queues = nn.ModuleList(Queue(base.queue_size, out_dim) for _ in config.stages)
+            self.queues = nn.ModuleList(Queue(base.queue_size, out_dim, base.queue_init) for _ in config.stages)
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         stages = self.config.stages
@@ -205,7 +204,7 @@ class HAIMethod(Method):
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in directions]).mean()
             spread = embedding_spread(projections[0])
-        return torch.stack(losses).mean(), similarity, spread, heads[0].detach()
+        return reduce_pairs(base, losses), similarity, spread, heads[0].detach()
 
     def _vector(self, view: View) -> Tensor:
         if not self.config.embedding.stages:  # no stage embeds, so views need not record the parameters

@@ -52,7 +52,7 @@ from augbench.errors import ConfigError
 from augbench.methods.base import Method, embedding_spread
 from augbench.methods.distributed import gather_no_grad
 from augbench.methods.momentum import cosine_momentum, ema_update
-from augbench.methods.queue import Queue
+from augbench.methods.queue import QUEUE_INITS, Queue
 from augbench.methods.shuffle_bn import ShuffleBN
 from augbench.methods.siamese import MomentumConfig
 from augbench.models.backbones import ResNetBackbone
@@ -72,6 +72,7 @@ class LooCConfig:
     augmentations: list[str] = field(default_factory=lambda: ["color", "rotation", "texture"])
     representation: str = "backbone"
     queue_size: int = 4096
+    queue_init: str = "random"
     temperature: float = 0.2
     reduction: str = "mean"
     z0_positives: str = "k0"
@@ -92,6 +93,8 @@ class LooCConfig:
             raise ValueError(f"temperature={self.temperature}: must be positive")
         if self.queue_size < 1:
             raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
+        if self.queue_init not in QUEUE_INITS:
+            raise ValueError(f"queue_init={self.queue_init!r}: expected one of {QUEUE_INITS}")
         if self.shuffle_bn < 0:
             raise ValueError(f"shuffle_bn={self.shuffle_bn}: the number of BatchNorm sub-batches (0: off)")
         if not self.momentum.enabled:
@@ -193,10 +196,12 @@ class LooCMethod(Method):
         spaces = config.num_spaces
         trunk = LooCPlusPlusEncoder if config.representation == "looc++" else _SharedFeatures
         self.trunk = trunk(backbone, spaces)
-        self.heads = nn.ModuleList(MLP(backbone.out_dim, config.projector.specs()) for _ in range(spaces))
+        self.heads = self.shuffle_bn.convert(
+            nn.ModuleList(MLP(backbone.out_dim, config.projector.specs()) for _ in range(spaces)))
         self.target_trunk = copy.deepcopy(self.trunk).requires_grad_(False)
         self.target_heads = copy.deepcopy(self.heads).requires_grad_(False)
-        self.queues = nn.ModuleList(Queue(config.queue_size, self.heads[0].out_dim) for _ in range(spaces))
+        self.queues = nn.ModuleList(Queue(config.queue_size, self.heads[0].out_dim, config.queue_init)
+                                    for _ in range(spaces))
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         spaces = self.config.num_spaces
@@ -228,10 +233,11 @@ class LooCMethod(Method):
     @torch.no_grad()
     def _key_embeddings(self, key_views: list[View]) -> list[Tensor]:
         """Every key in every space through the momentum encoder: per space, (B, number of keys, D)."""
-        per_key = []
-        for index, view in enumerate(key_views):
-            features = self.shuffle_bn.encode(self.target_trunk.space_features, view.images, index, len(key_views))
-            per_key.append([head(v) for head, v in zip(self.target_heads, features)])
+        def embed(images: Tensor) -> list[Tensor]:
+            return [head(v) for head, v in zip(self.target_heads, self.target_trunk.space_features(images))]
+
+        per_key = [self.shuffle_bn.encode(embed, view.images, index, len(key_views))
+                   for index, view in enumerate(key_views)]
         return [torch.stack([embeddings[space] for embeddings in per_key], dim=1) for space in range(len(key_views))]
 
     def update_target(self, progress: float) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """The design space's losses as pure functions of embeddings.
 
-All take raw embeddings and L2-normalise them; each returns the mean over the
-batch of a per-sample loss.
+All take raw embeddings. The first four L2-normalise them and return the mean
+over the batch of a per-sample loss; Barlow Twins' `cross_correlation`
+standardises each dimension over the batch instead and returns one sum.
 """
 
 from __future__ import annotations
@@ -63,3 +64,18 @@ def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
 def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
     """SimSiam's loss: −cos(p, z), averaged over the batch; half the gradient of normalized_mse. (B, D) each."""
     return -F.cosine_similarity(prediction, target, dim=1).mean()
+
+
+def cross_correlation(z_a: Tensor, z_b: Tensor, off_diagonal_weight: float) -> Tensor:
+    """Barlow Twins' loss (Zbontar et al., ICML 2021): Σ_i (1 − C_ii)² + λ·Σ_i Σ_{j≠i} C_ij².
+
+    C = BN(z_a)ᵀ·BN(z_b) / N is the (D, D) cross-correlation of the two views'
+    embeddings, each dimension standardised over the batch as the official
+    code's `nn.BatchNorm1d(D, affine=False)` does in training (biased variance,
+    ε = 1e-5); λ = `off_diagonal_weight` (0.0051 for D = 8192 in the paper).
+
+    z_a, z_b: (N, D), row i of both from the same image.
+    """
+    c = F.batch_norm(z_a, None, None, training=True).T @ F.batch_norm(z_b, None, None, training=True) / len(z_a)
+    on_diagonal = torch.diagonal(c)
+    return (on_diagonal - 1).pow(2).sum() + off_diagonal_weight * (c.pow(2).sum() - on_diagonal.pow(2).sum())

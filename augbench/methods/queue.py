@@ -6,24 +6,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+QUEUE_INITS = ("random", "empty")
+
 
 class Queue(nn.Module):
-    """A ring buffer of up to `size` L2-normalised keys (size, dim).
+    """A ring buffer of `size` L2-normalised keys (size, dim).
 
-    MoCo fills its queue with random unit vectors; until real keys replace
-    them, every negative is uninformative and the loss only pulls positives
-    together, which collapses the embedding of small, short runs. Here
-    `negatives()` returns only the keys pushed so far.
+    `init="random"` starts it full of random unit vectors, as MoCo's code
+    does (facebookresearch/moco, moco/builder.py: `torch.randn(dim, K)`, then
+    normalised), drawn from torch's global generator: from step 1 the loss is
+    about ln(K) and every negative pushes. `init="empty"` starts it empty and
+    `negatives()` returns only the keys pushed so far: the one-way loss and
+    every gradient are 0 at step 1, and until real keys replace the random
+    ones nothing uninformative is contrasted against.
     """
 
-    def __init__(self, size: int, dim: int):
+    def __init__(self, size: int, dim: int, init: str = "random"):
         super().__init__()
-        self.register_buffer("keys", torch.zeros(size, dim))
+        if init not in QUEUE_INITS:
+            raise ValueError(f"queue_init={init!r}: expected one of {QUEUE_INITS}")
+        keys = F.normalize(torch.randn(size, dim), dim=1) if init == "random" else torch.zeros(size, dim)
+        self.register_buffer("keys", keys)
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
-        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.tensor(size if init == "random" else 0, dtype=torch.long))
 
     def negatives(self) -> Tensor:
-        """The keys pushed so far, (min(pushed, size), dim); a copy, safe to use across the next push."""
+        """The keys held, (min(pushed, size), dim) when started empty; a copy, safe to use across the next push."""
         return self.keys[: int(self.filled)].clone()
 
     @torch.no_grad()

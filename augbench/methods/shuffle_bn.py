@@ -9,7 +9,9 @@ its key's come from different subsets of the batch. With `splits` sub-batches
 standing for GPUs, `SplitBatchNorm2d` gives each its own statistics (in both
 encoders, as per-GPU BatchNorm does) and `shuffled` runs the key encoder on a
 permuted batch, as MoCo's single-GPU CIFAR demo does (`SplitBatchNorm`,
-`bn_splits=8`). `ShuffleBN` is the switch as a method holds it.
+`bn_splits=8`). Per-GPU BatchNorm splits every BN layer the query and key
+pass through, so the projector's and predictor's BatchNorm1d split too.
+`ShuffleBN` is the switch as a method holds it.
 
 Written here rather than taken from lightly (a peer in the benchmarks only):
 its SplitBatchNorm views the batch as (N / splits, C · splits, H, W), which a
@@ -26,24 +28,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class SplitBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training batches are normalised in `splits` equal, consecutive sub-batches, each with its own
-    statistics; the running statistics are the mean of the sub-batches' updates. In eval mode it is BatchNorm2d, and
-    its parameters and buffers are BatchNorm2d's, so saved encoders load into a plain backbone."""
+class _SplitBatchNorm:
+    """BatchNorm whose training batches are normalised in `splits` equal, consecutive sub-batches, each with its own
+    statistics; the running statistics are the mean of the sub-batches' updates. In eval mode it is BatchNorm, and
+    its parameters and buffers are BatchNorm's, so saved encoders load into a plain model."""
 
-    def __init__(self, num_features: int, splits: int, **kwargs):
-        super().__init__(num_features, **kwargs)
-        self.splits = splits
+    splits: int
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, inputs: Tensor) -> Tensor:
         if not self.training or self.splits == 1:
-            return super().forward(images)
-        if len(images) % self.splits:
-            raise ValueError(f"method.shuffle_bn={self.splits}: a batch of {len(images)} images does not split into "
+            return super().forward(inputs)
+        if len(inputs) % self.splits:
+            raise ValueError(f"method.shuffle_bn={self.splits}: a batch of {len(inputs)} images does not split into "
                              f"{self.splits} equal sub-batches; make the per-device batch size a multiple of it")
+        self._check_input_dim(inputs)
         running = [(self.running_mean.clone(), self.running_var.clone()) for _ in range(self.splits)]
         parts = [F.batch_norm(part, mean, var, self.weight, self.bias, True, self.momentum, self.eps)
-                 for part, (mean, var) in zip(images.chunk(self.splits), running)]
+                 for part, (mean, var) in zip(inputs.chunk(self.splits), running)]
         with torch.no_grad():
             self.running_mean.copy_(torch.stack([mean for mean, _ in running]).mean(dim=0))
             self.running_var.copy_(torch.stack([var for _, var in running]).mean(dim=0))
@@ -51,14 +52,34 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         return torch.cat(parts)
 
 
+class SplitBatchNorm2d(_SplitBatchNorm, nn.BatchNorm2d):
+    """A backbone's BatchNorm2d, in sub-batches."""
+
+    def __init__(self, num_features: int, splits: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.splits = splits
+
+
+class SplitBatchNorm1d(_SplitBatchNorm, nn.BatchNorm1d):
+    """A projector's or predictor's BatchNorm1d, in sub-batches: per-GPU BatchNorm splits the heads too."""
+
+    def __init__(self, num_features: int, splits: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.splits = splits
+
+
+SPLIT = {nn.BatchNorm2d: SplitBatchNorm2d, nn.BatchNorm1d: SplitBatchNorm1d}
+
+
 def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
-    """`module` with each BatchNorm2d replaced, in place, by a SplitBatchNorm2d holding the same state."""
+    """`module` with each BatchNorm2d and BatchNorm1d replaced, in place, by its split version holding the same
+    state."""
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
+        if type(child) in SPLIT:
             if child.momentum is None:
                 raise ValueError(f"{name}: method.shuffle_bn needs BatchNorm with a momentum, not a cumulative average")
-            split = SplitBatchNorm2d(child.num_features, splits, eps=child.eps, momentum=child.momentum,
-                                     affine=child.affine, track_running_stats=child.track_running_stats)
+            split = SPLIT[type(child)](child.num_features, splits, eps=child.eps, momentum=child.momentum,
+                                       affine=child.affine, track_running_stats=child.track_running_stats)
             split.load_state_dict(child.state_dict())
             setattr(module, name, split.to(device=child.weight.device if child.affine else None))
         else:
@@ -83,9 +104,9 @@ class ShuffleBN(nn.Module):
     def on(self) -> bool:
         return self.splits > 1
 
-    def convert(self, backbone: nn.Module) -> nn.Module:
-        """The backbone with split BatchNorm, before any copy of it is made."""
-        return split_batchnorm(backbone, self.splits) if self.on else backbone
+    def convert(self, module: nn.Module) -> nn.Module:
+        """The module (a backbone or a head) with split BatchNorm, before any copy of it is made."""
+        return split_batchnorm(module, self.splits) if self.on else module
 
     def encode(self, encode: Callable[[Tensor], Tensor | list[Tensor]], images: Tensor, view: int, views: int
                ) -> Tensor | list[Tensor]:

@@ -22,17 +22,22 @@ compares q_i with the target embedding k_j:
 - negatives = none: `regression_loss`, BYOL's normalised MSE
   2 − 2·cos(q_i, k_j) or SimSiam's negative cosine −cos(q_i, k_j), which
   differ by a factor 2 in gradient (and so in the effective learning rate
-  and weight decay under SGD).
+  and weight decay under SGD), or Barlow Twins' `cross_correlation` of the
+  batch-standardised embeddings, weighted by `off_diagonal_weight` (λ).
 
 `shuffle_bn` > 1 is MoCo's Shuffle BN (augbench/methods/shuffle_bn.py):
-BatchNorm statistics over that many sub-batches in both backbones, as that
-many GPUs compute them, with the momentum encoder's input shuffled across
-them, so that a query and its key never share statistics.
+BatchNorm statistics over that many sub-batches in both encoders (backbone,
+projector and predictor, as per-GPU BatchNorm computes them everywhere), with
+the momentum encoder's input shuffled across them, so that a query and its
+key never share statistics.
 
-`symmetric` adds the pair (1, 0). The loss is the mean over pairs, so that
-symmetric and one-way presets share a scale under the same optimiser, as
-SimSiam's code does. BYOL's paper and the study's code (revisitAIRL,
-MoCo v2+ and BYOL) sum the two directions, i.e. twice this loss.
+`symmetric` adds the pair (1, 0). `pair_reduction` combines the pairs' losses:
+`mean`, as SimSiam's and SimCLR's code do, or `sum`, as BYOL's paper
+(L + L̃) and the study's code (revisitAIRL, MoCo v2+ and BYOL) do; under SGD
+`sum` takes twice the step of `mean`. With one pair they are equal.
+
+`queue_init` starts MoCo's queue with random unit keys (`random`, MoCo's
+code) or `empty` (augmentation-free step 1: loss and gradients 0).
 
 Under DDP each rank holds a slice of the global batch. The queue is fed with
 the keys of every rank (so it is the same on all ranks); batch negatives are
@@ -54,15 +59,17 @@ from torch import Tensor, nn
 from augbench.augment.views import View
 from augbench.methods.base import Method, embedding_spread
 from augbench.methods.distributed import gather_no_grad, gather_with_grad, is_distributed, rank
-from augbench.methods.losses import info_nce, negative_cosine, normalized_mse, nt_xent
+from augbench.methods.losses import cross_correlation, info_nce, negative_cosine, normalized_mse, nt_xent
 from augbench.methods.momentum import cosine_momentum, ema_update
-from augbench.methods.queue import Queue
+from augbench.methods.queue import QUEUE_INITS, Queue
 from augbench.methods.shuffle_bn import ShuffleBN
 from augbench.models.heads import MLP, PredictorConfig, ProjectorConfig
 
 NEGATIVES = ("queue", "batch", "none")
 ENQUEUE = ("one_view", "all")
-REGRESSION_LOSSES = {"normalized_mse": normalized_mse, "negative_cosine": negative_cosine}
+PAIR_REDUCTIONS = ("mean", "sum")
+REGRESSION_LOSSES = {"normalized_mse": normalized_mse, "negative_cosine": negative_cosine,
+                     "cross_correlation": cross_correlation}
 
 
 @dataclass
@@ -84,12 +91,15 @@ class SiameseConfig:
     name: str = "siamese"
     negatives: str = "queue"
     queue_size: int = 4096
+    queue_init: str = "random"
     temperature: float = 0.2
     symmetric: bool = False
+    pair_reduction: str = "mean"
     stop_gradient: bool = True
     target_predictor: bool = False
     enqueue: str = "one_view"
     regression_loss: str = "normalized_mse"  # with negatives = none
+    off_diagonal_weight: float = 0.0051  # λ of regression_loss = cross_correlation
     shuffle_bn: int = 0
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
@@ -102,6 +112,10 @@ class SiameseConfig:
             raise ValueError(f"temperature={self.temperature}: must be positive")
         if self.negatives == "queue" and self.queue_size < 1:
             raise ValueError(f"queue_size={self.queue_size}: a queue needs at least one entry")
+        if self.queue_init not in QUEUE_INITS:
+            raise ValueError(f"queue_init={self.queue_init!r}: expected one of {QUEUE_INITS}")
+        if self.pair_reduction not in PAIR_REDUCTIONS:
+            raise ValueError(f"pair_reduction={self.pair_reduction!r}: expected one of {PAIR_REDUCTIONS}")
         if self.enqueue not in ENQUEUE:
             raise ValueError(f"enqueue={self.enqueue!r}: expected one of {ENQUEUE}")
         if self.shuffle_bn < 0:
@@ -128,7 +142,20 @@ def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | 
             return nt_xent(query, key, config.temperature, gather_with_grad(query), gather_with_grad(key),
                            offset=rank() * len(query))
         return nt_xent(query, key, config.temperature)
+    if config.regression_loss == "cross_correlation":
+        if is_distributed():
+            # Every rank computes the global batch's loss; the gathers sum its gradient over ranks back to each
+            # slice's owner and DDP averages the ranks, so the update is the global batch's (as the official code's
+            # all_reduce of C).
+            query, key = gather_with_grad(query), gather_with_grad(key)
+        return cross_correlation(query, key, config.off_diagonal_weight)
     return REGRESSION_LOSSES[config.regression_loss](query, key)
+
+
+def reduce_pairs(config: SiameseConfig, losses: list[Tensor]) -> Tensor:
+    """The pairs' losses combined by `config.pair_reduction`."""
+    stacked = torch.stack(losses)
+    return stacked.sum() if config.pair_reduction == "sum" else stacked.mean()
 
 
 def keys_to_enqueue(config: SiameseConfig, keys: dict[int, Tensor], pairs: list[tuple[int, int]]) -> Tensor:
@@ -167,16 +194,18 @@ class SiameseMethod(Method):
         self.config = config
         self.shuffle_bn = ShuffleBN(config.shuffle_bn)
         self.backbone = self.shuffle_bn.convert(backbone)
-        self.projector = MLP(backbone.out_dim, config.projector.specs())
+        self.projector = self.shuffle_bn.convert(MLP(backbone.out_dim, config.projector.specs()))
         out_dim = self.projector.out_dim
-        self.predictor = MLP(out_dim, config.predictor.specs(out_dim)) if config.predictor.enabled else nn.Identity()
+        self.predictor = nn.Identity()
+        if config.predictor.enabled:
+            self.predictor = self.shuffle_bn.convert(MLP(out_dim, config.predictor.specs(out_dim)))
         if config.momentum.enabled:
             self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
             self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
             if config.target_predictor:
                 self.target_predictor = copy.deepcopy(self.predictor).requires_grad_(False)
         if config.negatives == "queue":
-            self.queue = Queue(config.queue_size, out_dim)
+            self.queue = Queue(config.queue_size, out_dim, config.queue_init)
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         if len(views) != 2:
@@ -193,7 +222,7 @@ class SiameseMethod(Method):
         with torch.no_grad():
             similarity = torch.stack([F.cosine_similarity(queries[i], keys[j]).mean() for i, j in pairs]).mean()
             spread = embedding_spread(projections[0])
-        return {"loss": torch.stack(losses).mean(), "positive_similarity": similarity, "embedding_std": spread,
+        return {"loss": reduce_pairs(self.config, losses), "positive_similarity": similarity, "embedding_std": spread,
                 "features": features[0].detach()}
 
     def _target_embeddings(self, views: list[View], projections: dict[int, Tensor], needed: set[int]
@@ -202,13 +231,11 @@ class SiameseMethod(Method):
             return {j: projections[j].detach() if self.config.stop_gradient else projections[j] for j in needed}
 
         def embed(images: Tensor) -> Tensor:
-            return self.target_projector(self.target_backbone(images))
+            keys = self.target_projector(self.target_backbone(images))
+            return self.target_predictor(keys) if self.config.target_predictor else keys
 
         with torch.no_grad():
-            keys = {j: self.shuffle_bn.encode(embed, views[j].images, j, len(views)) for j in needed}
-            if self.config.target_predictor:
-                keys = {j: self.target_predictor(k) for j, k in keys.items()}
-            return keys
+            return {j: self.shuffle_bn.encode(embed, views[j].images, j, len(views)) for j in needed}
 
     def _pair_loss(self, query: Tensor, key: Tensor) -> Tensor:
         return pair_loss(self.config, query, key, self.queue if self.config.negatives == "queue" else None)

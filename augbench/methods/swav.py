@@ -130,8 +130,8 @@ class SwAVMethod(Method):
         self.prototypes = nn.Linear(self.projector.out_dim, config.num_prototypes, bias=False)
         self._normalize_prototypes()
         if config.queue_size:
-            self.queues = nn.ModuleList(Queue(config.queue_size, self.projector.out_dim)
-                                        for _ in config.crops_for_assign)
+            self.queues = nn.ModuleList(Queue(config.queue_size, self.projector.out_dim, init="empty")
+                                        for _ in config.crops_for_assign)  # SwAV's queue starts empty (zeros)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.steps_per_epoch: int | None = None
 

@@ -42,21 +42,26 @@ class MLP(nn.Sequential):
 
 @dataclass
 class ProjectorConfig:
-    """`num_layers` Linear layers: hidden ones of `hidden_dim` with ReLU (and BN if `bn`), then `out_dim`."""
+    """`num_layers` Linear layers: hidden ones of `hidden_dim` with ReLU (and BN if `bn`), then `out_dim`, with a BN
+    of its own if `last_bn`: without scale and shift as SimSiam's code, or with them if `last_bn_affine`, as HAI's
+    official SimSiam projector."""
 
     num_layers: int = 2
     hidden_dim: int = 2048
     out_dim: int = 128
     bn: bool = False
     last_bn: bool = False
+    last_bn_affine: bool = False
 
     def __post_init__(self):
         if self.num_layers < 1:
             raise ValueError(f"num_layers={self.num_layers}: a projector needs at least one layer")
+        if self.last_bn_affine and not self.last_bn:
+            raise ValueError("last_bn_affine=true: there is no output BN to make affine; set last_bn=true")
 
     def specs(self) -> list[LayerSpec]:
         hidden = [LayerSpec(self.hidden_dim, bn=self.bn, activation="relu")] * (self.num_layers - 1)
-        return hidden + [LayerSpec(self.out_dim, bn=self.last_bn, bn_affine=False)]
+        return hidden + [LayerSpec(self.out_dim, bn=self.last_bn, bn_affine=self.last_bn_affine)]
 
 
 @dataclass

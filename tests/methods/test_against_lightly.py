@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augbench.methods.losses import info_nce, normalized_mse, nt_xent
+from augbench.methods.losses import cross_correlation, info_nce, normalized_mse, nt_xent
 from augbench.methods.momentum import cosine_momentum, ema_update
 
 lightly_loss = pytest.importorskip("lightly.loss")
@@ -39,6 +39,21 @@ def test_normalized_mse_is_two_plus_twice_lightlys_negative_cosine_similarity():
     prediction, target = torch.randn(2, 10, 16, generator=torch.Generator().manual_seed(0))
     theirs = lightly_loss.NegativeCosineSimilarity()(prediction, target)
     assert torch.allclose(normalized_mse(prediction, target), 2 + 2 * theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize(("seed", "batch", "dim", "weight"), [(0, 24, 16, 0.0051), (1, 9, 32, 0.005), (2, 32, 8, 1.0)])
+def test_cross_correlation_is_lightlys_barlow_twins_loss_in_float64_gradients_included(seed, batch, dim, weight):
+    generator = torch.Generator().manual_seed(seed)
+    z_a, z_b = 3 * torch.randn(2, batch, dim, generator=generator, dtype=torch.float64) + 1
+    ours_inputs = [z.clone().requires_grad_() for z in (z_a, z_b)]
+    theirs_inputs = [z.clone().requires_grad_() for z in (z_a, z_b)]
+    ours = cross_correlation(*ours_inputs, off_diagonal_weight=weight)
+    theirs = lightly_loss.BarlowTwinsLoss(lambda_param=weight)(*theirs_inputs)
+    ours.backward()
+    theirs.backward()
+    assert ours.dtype == torch.float64 and abs(ours.item() - theirs.item()) <= 1e-12 * theirs.item()
+    for mine, lightlys in zip(ours_inputs, theirs_inputs, strict=True):
+        assert torch.allclose(mine.grad, lightlys.grad, rtol=1e-12, atol=1e-15)
 
 
 def test_the_momentum_schedule_and_ema_update_are_lightlys():

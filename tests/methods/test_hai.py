@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from augbench.augment.hai import hai_ops, weakened
+from augbench.augment.hai import HierarchicalStrength, hai_ops, weakened
 from augbench.augment.recipes import AugmentConfig, build_recipe
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
@@ -143,30 +143,57 @@ def test_the_uniform_ablation_applies_the_whole_pipeline_at_every_stage():
         assert all(view.params[op]["applied"].any() for view in views), op
 
 
-def test_a_weakened_op_scales_its_magnitudes_or_its_probability():
+def test_a_weakened_op_follows_the_supplements_rule_per_level():
     crop, jitter, grayscale, blur, flip, rotate = hai_ops(64, crop_scale=(0.2, 1.0))
-    assert weakened(crop, 0.25).scale == pytest.approx((0.8, 1.0))  # a quarter of the missing area
-    weak_jitter = weakened(jitter, 0.5)
+    rule = HierarchicalStrength(enabled=True)
+    # Stage 1, level L = 3: crop minimum scale +0.1·L, jitter factors −0.02·L, every probability −0.05·L.
+    assert weakened(crop, 3, rule).scale == pytest.approx((0.5, 1.0))
+    weak_jitter = weakened(jitter, 3, rule)
     assert (weak_jitter.brightness, weak_jitter.contrast, weak_jitter.saturation, weak_jitter.hue, weak_jitter.p) == \
-        pytest.approx((0.2, 0.2, 0.2, 0.05, 0.8))
+        pytest.approx((0.34, 0.34, 0.34, 0.04, 0.65))
     for op in (grayscale, blur, flip, rotate):
-        assert weakened(op, 0.5).p == pytest.approx(op.p / 2)
+        assert weakened(op, 3, rule).p == pytest.approx(max(0.0, op.p - 0.15))
+    assert weakened(grayscale, 0, rule).p == grayscale.p  # the deepest stage sees the full pipeline
     assert jitter.brightness == 0.4 and crop.scale == (0.2, 1.0)  # the originals are untouched
 
 
-def test_hierarchical_strength_weakens_the_shallow_stages_pairs():
+def test_hierarchical_strength_weakens_the_shallow_stages_pairs_by_the_supplements_rule():
     uniform, _ = load_config(shipped_config("methods/hai_simsiam_uniform.yaml"))
     strength, _ = load_config(shipped_config("methods/hai_simsiam_strength.yaml"))
-    assert replace(strength.method, strengths=[]) == uniform.method
+    assert replace(strength.method, hierarchical_strength=HierarchicalStrength()) == uniform.method
+    assert strength.method.hierarchical_strength == HierarchicalStrength(True, 0.05, 0.02, 0.1)
     _, config = _method("hai_simsiam_strength")
-    views = _views(config, batch=64)
+    views = _views(config, batch=256)
     shallow, deep = views[0].params, views[6].params
-    assert (shallow["color_jitter"]["factors"][:, 0] - 1).abs().max() <= 0.1 + 1e-6  # brightness 0.4 × 0.25
-    assert (deep["color_jitter"]["factors"][:, 0] - 1).abs().max() > 0.1
-    box = shallow["crop"]["box"]
-    assert ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).min() > 0.75  # scale ≥ 1 − 0.25 · 0.8
-    with pytest.raises(ConfigError, match=r"strengths=\[0.5\]: expected one strength in \(0, 1\] per stage"):
-        load_config(shipped_config("methods/hai_simsiam.yaml"), ["method.strengths=[0.5]"])
+    # Stage 1: brightness 0.4 − 0.06 = 0.34, crop scale ≥ 0.2 + 0.3; stage 4: the full 0.4 and 0.2.
+    assert 0.3 < (shallow["color_jitter"]["factors"][:, 0] - 1).abs().max() <= 0.34 + 1e-6
+    assert (deep["color_jitter"]["factors"][:, 0] - 1).abs().max() > 0.34
+    areas = [(box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]) for box in (shallow["crop"]["box"], deep["crop"]["box"])]
+    assert areas[0].min() >= 0.5 - 1e-6 and areas[1].min() < 0.5
+    with pytest.raises(ConfigError, match=r"hierarchical_strength.jitter=-0.02: a step per level, not negative"):
+        load_config(shipped_config("methods/hai_simsiam.yaml"), ["method.hierarchical_strength.jitter=-0.02"])
+
+
+def test_hai_over_byol_has_the_supplements_heads_and_momentum():
+    base = load_config(shipped_config("methods/hai_byol.yaml"))[0].method.base_method
+    # Supplement §B: projector out 2048, predictor 2048-512-2048, target EMA 0.99.
+    assert base.projector.out_dim == 2048 and base.predictor.hidden_dim == 512
+    assert (base.momentum.base, base.momentum.final) == (0.99, 0.99)
+    method, _ = _method("hai_byol", "method.base_method.projector.out_dim=2048",
+                        "method.base_method.predictor.hidden_dim=512")
+    predictor = method.predictors[0]
+    assert [layer.out_features for layer in predictor if isinstance(layer, torch.nn.Linear)] == [512, 2048]
+
+
+def test_hai_over_simsiam_has_the_official_projector_and_zero_initialised_residual_bns():
+    config, _ = load_config(shipped_config("methods/hai_simsiam.yaml"), ["model.width=0.125"])
+    method = build_method(config.method, build_backbone(config.model))
+    projector = method.branches[3].projector
+    norms = [layer for layer in projector if isinstance(layer, torch.nn.BatchNorm1d)]
+    assert len([layer for layer in projector if isinstance(layer, torch.nn.Linear)]) == 3
+    assert len(norms) == 3 and norms[-1].affine  # HAI's builder.py: the output BN has weight and bias
+    residual_bns = [block.bn2.weight for layer in (method.backbone.layer1, method.backbone.layer4) for block in layer]
+    assert all(torch.all(weight == 0) for weight in residual_bns)
 
 
 def test_the_least_spread_stage_is_reported_for_the_collapse_check():

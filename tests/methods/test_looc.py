@@ -174,12 +174,22 @@ def _flat(config) -> dict:
     ("preset", "reference", "expected"),
     [
         ("looc++", "looc", {"method.representation"}),
-        ("moco_v2_looc_aug", "moco_v2", {"augment.recipe", "augment.augmentations"}),
+        # LooC's baseline trains on LooC's multistep schedule, as the paper's MoCo baseline does.
+        ("moco_v2_looc_aug", "moco_v2", {"augment.recipe", "augment.augmentations", "optim.schedule",
+                                         "optim.milestones"}),
     ],
 )
 def test_each_preset_is_its_reference_with_one_switch(preset, reference, expected):
     ours, theirs = (_flat(load_config(shipped_config(f"methods/{p}.yaml"))[0]) for p in (preset, reference))
     assert {key for key in ours if ours[key] != theirs[key]} == expected
+
+
+@pytest.mark.parametrize("preset", ["looc", "looc++", "moco_v2_looc_aug"])
+def test_looc_presets_train_on_the_papers_multistep_schedule(preset):
+    optim = load_config(shipped_config(f"methods/{preset}.yaml"))[0].optim
+    # SGD lr 0.03, ×0.1 at epochs 300 and 400 of 500.
+    assert (optim.name, optim.lr, optim.schedule) == ("sgd", 0.03, "multistep")
+    assert optim.milestones == [300 / 500, 400 / 500]
 
 
 @pytest.mark.parametrize("preset", ["looc", "looc++", "moco_v2_looc_aug"])

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from augbench.methods.losses import info_nce, negative_cosine, normalized_mse, nt_xent
+from augbench.methods.losses import cross_correlation, info_nce, negative_cosine, normalized_mse, nt_xent
 
 
 def _unit(x):
@@ -83,3 +83,31 @@ def test_losses_fall_as_positives_align():
     far, near = q + 2 * noise, q + 0.1 * noise
     assert info_nce(q, near, queue, 0.2) < info_nce(q, far, queue, 0.2)
     assert nt_xent(q, near, 0.5) < nt_xent(q, far, 0.5)
+
+
+def numpy_barlow_twins(z_a, z_b, weight, eps=1e-5):
+    """Barlow Twins' Algorithm 1: standardise each dimension over the batch, C = z_aᵀ z_b / N, on- and off-diagonal
+    terms (the official code's BatchNorm1d(affine=False): biased variance plus ε)."""
+
+    def standardised(z):
+        return (z - z.mean(axis=0)) / np.sqrt(z.var(axis=0) + eps)
+
+    c = standardised(z_a).T @ standardised(z_b) / len(z_a)
+    off_diagonal = c - np.diag(np.diag(c))
+    return ((1 - np.diag(c)) ** 2).sum() + weight * (off_diagonal**2).sum()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), batch=st.integers(2, 12), dim=st.integers(1, 17), weight=st.floats(0.0, 1.0))
+def test_cross_correlation_matches_numpy(seed, batch, dim, weight):
+    rng = np.random.default_rng(seed)
+    z_a, z_b = rng.normal(size=(batch, dim)), rng.normal(size=(batch, dim))
+    ours = cross_correlation(torch.from_numpy(z_a), torch.from_numpy(z_b), weight).item()
+    assert np.isclose(ours, numpy_barlow_twins(z_a, z_b, weight), rtol=1e-10, atol=1e-10)
+
+
+def test_cross_correlation_is_zero_only_for_perfectly_correlated_decorrelated_dimensions():
+    z = torch.linalg.qr(torch.randn(64, 8, dtype=torch.float64)).Q  # orthogonal columns
+    z = z - z.mean(dim=0)
+    assert cross_correlation(z, z, 0.0051).item() < 1e-3  # C ≈ I up to BatchNorm's ε
+    assert cross_correlation(z, z.flip(0), 0.0051).item() > 1.0

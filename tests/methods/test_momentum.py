@@ -38,13 +38,26 @@ def test_queue_wraps_around_and_keeps_the_newest_keys():
     assert queue.pointer.item() == 2
 
 
-def test_queue_negatives_are_only_the_keys_pushed_so_far():
-    queue = Queue(size=4, dim=3)
+def test_an_empty_queue_returns_only_the_keys_pushed_so_far():
+    queue = Queue(size=4, dim=3, init="empty")
     assert queue.negatives().shape == (0, 3)
     queue.push(torch.randn(3, 3))
     assert queue.negatives().shape == (3, 3)
     queue.push(torch.randn(3, 3))
     assert queue.negatives().shape == (4, 3)
+
+
+def test_a_random_queue_starts_full_of_unit_keys_as_mocos_builder():
+    queue = Queue(size=64, dim=8)
+    negatives = queue.negatives()
+    assert negatives.shape == (64, 8)
+    assert torch.allclose(negatives.norm(dim=1), torch.ones(64))
+    assert negatives.std(dim=0).min() > 0.1  # drawn, not one repeated vector
+
+
+def test_an_unknown_queue_init_is_refused_naming_the_value():
+    with pytest.raises(ValueError, match=r"queue_init='zeros': expected one of \('random', 'empty'\)"):
+        Queue(size=4, dim=3, init="zeros")
 
 
 def test_queue_is_in_the_state_dict():

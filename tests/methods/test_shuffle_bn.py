@@ -7,7 +7,7 @@ from augbench.augment.views import View
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.methods import build_method
-from augbench.methods.shuffle_bn import SplitBatchNorm2d, shuffled, split_batchnorm
+from augbench.methods.shuffle_bn import SplitBatchNorm1d, SplitBatchNorm2d, shuffled, split_batchnorm
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.train.pretrain import load_config
 
@@ -70,7 +70,8 @@ def test_shuffled_encodes_a_permuted_batch_and_returns_the_batchs_order():
 
 
 def test_moco_v2_embeds_its_keys_from_a_shuffled_batch_and_queues_them_in_the_batchs_order():
-    config, _ = load_config(shipped_config("methods/moco_v2.yaml"), ["model.width=0.125", "method.queue_size=32"])
+    config, _ = load_config(shipped_config("methods/moco_v2.yaml"), ["model.width=0.125", "method.queue_size=32",
+                                                                     "method.queue_init=empty"])  # the queue: the keys
     assert config.method.shuffle_bn == 8
     method = build_method(config.method, build_backbone(config.model))
     key_encoder_inputs = []
@@ -88,6 +89,22 @@ def test_moco_v2_embeds_its_keys_from_a_shuffled_batch_and_queues_them_in_the_ba
     with torch.no_grad():
         unshuffled = method.target_projector(method.target_backbone(keys))
     assert not torch.allclose(F.normalize(unshuffled, dim=1), method.queue.negatives(), atol=1e-3)
+
+
+@pytest.mark.parametrize("step", ["01_projector_bn", "04_momentum_schedule"])
+def test_shuffle_bn_splits_the_heads_batchnorm_too_so_sub_batches_share_no_statistics(step):
+    config, _ = load_config(shipped_config(f"fair/{step}.yaml"), ["model.width=0.125", "method.queue_size=32"])
+    method = build_method(config.method, build_backbone(config.model))
+    heads = [method.projector, method.target_projector, method.predictor]
+    assert not any(type(m) is nn.BatchNorm1d for head in heads for m in head.modules())
+    assert any(isinstance(m, SplitBatchNorm1d) for m in method.projector.modules())
+    images = torch.rand(16, 3, 16, 16)
+    others = images.clone()
+    others[2:] = torch.rand(14, 3, 16, 16)  # every sub-batch of 2 but the first changes
+    with torch.no_grad():  # train mode: batch statistics
+        first, second = (method.predictor(method.projector(method.backbone(x))) for x in (images, others))
+    # A query's projection depends on its own sub-batch only, in the heads as in the backbone (MoCo's per-GPU BN).
+    assert torch.allclose(first[:2], second[:2], atol=1e-5) and not torch.allclose(first[2:], second[2:], atol=1e-3)
 
 
 def test_shuffle_bn_needs_a_momentum_encoder_and_refuses_syncbn():

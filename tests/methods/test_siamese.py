@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,8 +93,10 @@ def test_moco_enqueues_the_keys_of_each_step():
 
 
 @pytest.mark.parametrize(("enqueue", "pushed"), [("one_view", 8), ("all", 16)])
-def test_symmetric_loss_is_the_mean_of_both_directions(enqueue, pushed):
-    method, config = _method("moco_v2", "method.symmetric=true", f"method.enqueue={enqueue}")
+@pytest.mark.parametrize(("reduction", "scale"), [("mean", 0.5), ("sum", 1.0)])
+def test_symmetric_loss_combines_both_directions_by_the_pair_reduction(enqueue, pushed, reduction, scale):
+    method, config = _method("moco_v2", "method.symmetric=true", f"method.enqueue={enqueue}",
+                             f"method.pair_reduction={reduction}")
     method.eval()  # BN on running statistics, so the forward passes below repeat exactly
     views = _views()
     method.queue.push(torch.randn(20, method.queue.keys.shape[1]))
@@ -103,9 +106,59 @@ def test_symmetric_loss_is_the_mean_of_both_directions(enqueue, pushed):
         q = [method.projector(method.backbone(v.images)) for v in views]
         k = [method.target_projector(method.target_backbone(v.images)) for v in views]
     t = config.temperature
-    expected = (info_nce(q[0], k[1], queue, t) + info_nce(q[1], k[0], queue, t)) / 2
+    expected = scale * (info_nce(q[0], k[1], queue, t) + info_nce(q[1], k[0], queue, t))
     assert torch.allclose(out["loss"], expected, atol=1e-6)
     assert method.queue.pointer.item() == (20 + pushed) % 32
+
+
+@pytest.mark.parametrize("preset", ["methods/byol", "fair/06_symmetric_loss", "fair/07_no_negatives"])
+def test_byol_and_the_studys_symmetric_points_sum_the_two_directions(preset):
+    # revisitAIRL exp/mocov2_plus.py and exp/byol.py, and BYOL's paper (L + L~): the sum, twice the mean's step.
+    config, _ = load_config(shipped_config(f"{preset}.yaml"), ["method.queue_size=32"])
+    method = build_method(config.method, build_backbone(BackboneConfig(width=0.125))).eval()
+    views = _views()
+    queue = method.queue.negatives() if config.method.negatives == "queue" else None
+    out = method(views)
+    with torch.no_grad():
+        q = [method.predictor(method.projector(method.backbone(v.images))) for v in views]
+        k = [method.target_projector(method.target_backbone(v.images)) for v in views]
+    if queue is None:
+        expected = normalized_mse(q[0], k[1]) + normalized_mse(q[1], k[0])
+    else:
+        expected = info_nce(q[0], k[1], queue, 0.2) + info_nce(q[1], k[0], queue, 0.2)
+    assert torch.allclose(out["loss"], expected, atol=1e-6)
+
+
+def test_an_unknown_pair_reduction_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"byol\.yaml.*method: pair_reduction='max': expected one of"):
+        _method("byol", "method.pair_reduction=max")
+
+
+@pytest.mark.parametrize("init", ["random", "empty"])
+def test_mocos_first_step_contrasts_against_random_unit_keys_or_against_nothing(init):
+    method, config = _method("moco_v2", "method.queue_size=4096", f"method.queue_init={init}")
+    method.eval()  # BN on running statistics, so the forward passes below repeat exactly
+    views = _views()
+    negatives = method.queue.negatives().double()
+    out = method(views)
+    out["loss"].backward()
+    gradients = [p.grad for p in method.parameters() if p.requires_grad]
+    if init == "empty":  # a positive alone: the loss and every gradient are 0 at step 1
+        assert negatives.shape[0] == 0 and out["loss"].item() == 0
+        assert all(g is None or torch.all(g == 0) for g in gradients)
+        return
+    with torch.no_grad():
+        q = F.normalize(method.projector(method.backbone(views[0].images)).double(), dim=1).numpy()
+        k = F.normalize(method.target_projector(method.target_backbone(views[1].images)).double(), dim=1).numpy()
+    t = config.temperature
+    positive = (q * k).sum(axis=1) / t
+    logits = np.concatenate([positive[:, None], q @ negatives.numpy().T / t], axis=1)
+    expected = np.mean(np.log(np.exp(logits).sum(axis=1)) - positive)
+    assert negatives.shape[0] == 4096
+    assert out["loss"].item() == pytest.approx(expected, abs=1e-4)
+    # Random unit keys in 128-d are near-orthogonal to q: the loss is about ln(K + e^{q·k/τ}) − q·k/τ, ln(K) ± 1/τ.
+    assert abs(out["loss"].item() - np.log(4096)) < 1 / t
+    assert any(g is not None and g.abs().sum() > 0 for g in gradients)
 
 
 def _enqueued_views(method, steps: int) -> list[int]:
@@ -179,7 +232,7 @@ def test_two_views_are_required():
 
 
 def test_a_target_predictor_is_the_ema_of_the_online_predictor_and_shapes_every_key():
-    method, _ = _method("byol", "method.target_predictor=true")
+    method, _ = _method("byol", "method.target_predictor=true", "method.pair_reduction=mean")
     assert all(torch.equal(t, o) for t, o in zip(method.target_predictor.parameters(), method.predictor.parameters()))
     method.eval()  # BN on running statistics, so the passes below repeat the method's exactly
     views = _views()

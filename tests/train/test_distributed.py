@@ -33,9 +33,9 @@ from augbench.train.optim import build_optimizer
 from augbench.train.pretrain import load_config, read_status
 from tests.conftest import REPO, TINY_OVERRIDES
 
-# Shipped configs; the study's MoCo v2+ (fair step 05) enqueues one view's keys per step, drawn at random: every
+# Shipped configs; the study's MoCo v2+ (fair step 06) enqueues one view's keys per step, drawn at random: every
 # rank must draw the same view.
-PRESETS = ("methods/moco_v2", "methods/simclr", "methods/byol", "fair/05_symmetric_loss")
+PRESETS = ("methods/moco_v2", "methods/simclr", "methods/byol", "fair/06_symmetric_loss")
 GLOBAL_BATCH, STEPS, WORLD = 16, 3, 2
 # Weights may differ by 1e-5, or by 0.1 % of the largest change training made: BYOL's LARS steps amplify a change in
 # summation order (two ranks' gradients averaged) to 1.5e-5 on some images, against updates of 0.1. A rank that saw

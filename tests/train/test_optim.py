@@ -83,3 +83,37 @@ def test_lars_without_weight_decay_is_refused_as_it_would_adapt_nothing():
 def test_unknown_optimiser_is_named():
     with pytest.raises(ValueError, match="name='adam'"):
         OptimConfig(name="adam")
+
+
+def test_a_multistep_schedule_drops_the_rate_tenfold_at_each_milestone_after_the_warm_up():
+    config = OptimConfig(name="sgd", lr=0.03, warmup_epochs=1, schedule="multistep", milestones=[0.6, 0.8])
+    optimizer = build_optimizer(_model(), config, 256)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=10, total_steps=500)  # LooC: 50 of 500 "epochs"
+    rates = []
+    for _ in range(500):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.003) and rates[9] == pytest.approx(0.03)  # warm-up over the first epoch
+    assert rates[10:300] == pytest.approx([0.03] * 290)  # constant, not cosine, until 60 % of the run
+    assert rates[300:400] == pytest.approx([0.003] * 100) and rates[400:] == pytest.approx([0.0003] * 100)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"schedule": "multistep"}, r"milestones=\[\]: schedule='multistep' needs fractions of the run"),
+    ({"schedule": "multistep", "milestones": [300, 400]}, r"milestones=\[300, 400\]: .* e.g. \[0.6, 0.8\]"),
+    ({"milestones": [0.6]}, r"milestones=\[0.6\]: read only with schedule='multistep', not 'cosine'"),
+    ({"schedule": "step"}, r"schedule='step': expected one of \('cosine', 'multistep'\)"),
+    ({"name": "lars", "bn_bias_lr": 0.0048}, r"bn_bias_lr=0.0048: .* needs exclude_bn_bias=true"),
+])
+def test_schedule_and_rate_settings_that_cannot_work_are_refused_naming_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        OptimConfig(**overrides)
+
+
+def test_bn_and_biases_take_their_own_scaled_rate_as_barlow_twins_lars():
+    config = OptimConfig(name="lars", lr=0.2, weight_decay=1e-6, exclude_bn_bias=True, bn_bias_lr=0.0048)
+    optimizer = build_optimizer(_model(), config, global_batch_size=2048)
+    weights, bn_and_biases = optimizer.param_groups
+    assert weights["lr"] == pytest.approx(1.6) and bn_and_biases["lr"] == pytest.approx(0.0384)
+    assert [p.ndim for p in bn_and_biases["params"]] == [1, 1, 1, 1] and bn_and_biases["weight_decay"] == 0.0

@@ -83,8 +83,8 @@ def test_the_sampler_resumes_mid_epoch_and_shards_global_batches():
         assert a + b == first_epoch[step]
 
 
-# The study's MoCo v2+ (fair step 05) draws the view it enqueues from the global generator the checkpoint carries.
-@pytest.mark.parametrize("preset", ["methods/moco_v2", "fair/05_symmetric_loss"])
+# The study's MoCo v2+ (fair step 06) draws the view it enqueues from the global generator the checkpoint carries.
+@pytest.mark.parametrize("preset", ["methods/moco_v2", "fair/06_symmetric_loss"])
 def test_a_run_stopped_mid_epoch_resumes_to_identical_weights(preset, tmp_path):
     reference = pretrain(_config(preset, tmp_path, "reference"))
     config = _config(preset, tmp_path, "stopped")
