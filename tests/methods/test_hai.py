@@ -9,13 +9,13 @@ from augbench.augment.recipes import AugmentConfig, build_recipe
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.methods import build_method
-from augbench.methods.losses import info_nce, normalized_mse
+from augbench.methods.losses import cross_correlation, info_nce, normalized_mse
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.taps import forward_to_stage
 from augbench.train.pretrain import load_config, pretrain, read_status
 from tests.conftest import TINY_OVERRIDES
 
-PRESETS = ("hai_moco_v2", "hai_byol", "hai_simclr", "hai_simsiam")
+PRESETS = ("hai_moco_v2", "hai_byol", "hai_simclr", "hai_simsiam", "hai_barlow_twins")
 # Four stages of full-width projectors and predictors are most of a tiny HAI model's cost: narrow them for tests.
 SMALL_HEADS = [
     "method.base_method.queue_size=32",
@@ -75,6 +75,19 @@ def test_the_moco_stage_loss_is_infonce_of_that_stage_with_its_own_queue():
             expected = info_nce(q, k, banks[index], config.method.base_method.temperature)
             assert torch.allclose(out[f"loss_stage{stage}"], expected, atol=1e-5), stage
     assert [int(queue.pointer) for queue in method.queues] == [28, 28, 28, 28]
+
+
+def test_the_barlow_twins_stage_loss_is_the_cross_correlation_of_that_stages_pair_through_one_network():
+    method, config = _method("hai_barlow_twins")
+    assert not hasattr(method, "target_backbone")
+    views = _views(config, batch=16)
+    out = method(views)
+    with torch.no_grad():  # train mode: the same batches give the same BatchNorm statistics
+        for index, stage in enumerate((1, 2, 3, 4)):
+            z = [method.branches[index](forward_to_stage(method.backbone, view.images, stage), method._vector(view))
+                 for view in views[2 * index : 2 * index + 2]]
+            expected = cross_correlation(z[0], z[1], config.method.base_method.off_diagonal_weight)
+            assert torch.allclose(out[f"loss_stage{stage}"], expected, rtol=1e-4), stage
 
 
 @pytest.mark.parametrize(("enqueue", "pushed"), [("one_view", 8), ("all", 16)])
@@ -253,7 +266,8 @@ def test_two_pretraining_steps_per_hai_preset(preset, tmp_path):
 
 
 def test_a_target_predictor_per_stage_follows_its_online_predictor():
-    method, config = _method("hai_byol", "method.base_method.target_predictor=true")
+    method, config = _method("hai_byol", "method.base_method.target_predictor=true",
+                             "method.base_method.pair_reduction=mean")
     assert len(method.target_predictors) == len(config.method.stages)
     method.eval()  # BN on running statistics, so the stage loss below repeats the method's exactly
     views = _views(config)

@@ -193,3 +193,16 @@ def test_the_swav_objective_agrees_with_lightlys_independent_implementation():
     lightly_loss = lightly_swav.SwaVLoss(temperature=0.1, sinkhorn_iterations=3, sinkhorn_epsilon=0.05)
     theirs = lightly_loss(scores[:2], scores[2:])
     assert torch.allclose(ours, theirs.squeeze(), atol=1e-5)
+
+
+def test_the_preset_optimiser_is_the_official_larc_over_every_parameter_without_warm_up_at_batch_256():
+    from augbench.train.optim import build_optimizer
+
+    method, config = _swav()
+    optimizer = build_optimizer(method, config.optim, global_batch_size=256)
+    # main_swav.py: SGD(model.parameters(), weight_decay=wd) inside LARC, so BN and biases are adapted and decayed
+    # too; scripts/swav_200ep_bs256_pretrain.sh: base_lr 0.6, final_lr 0.0006, wd 1e-6, no warm-up.
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [1e-6]
+    assert len(optimizer.param_groups[0]["params"]) == len(list(method.parameters()))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.6)
+    assert config.optim.warmup_epochs == 0 and config.optim.min_lr_ratio == pytest.approx(0.0006 / 0.6)

@@ -110,7 +110,8 @@ def test_the_monitor_embeds_a_lazy_split_as_the_same_split_in_memory_without_dec
     assert monitors[True].accuracies(encoder, None, "cpu") == monitors[False].accuracies(encoder, None, "cpu")
 
 
-@pytest.mark.parametrize("preset", ["moco_v2", "byol", "simclr", "simsiam", "swav", "looc", "looc++", "hai_moco_v2"])
+@pytest.mark.parametrize("preset", ["moco_v2", "byol", "simclr", "simsiam", "swav", "looc", "looc++", "hai_moco_v2",
+                                    "barlow_twins", "hai_barlow_twins"])
 def test_every_method_hands_the_online_classifier_detached_encoder_features_of_the_first_view(preset):
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "data.image_size=32"])
     method = build_method(config.method, build_backbone(config.model))

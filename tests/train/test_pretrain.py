@@ -13,6 +13,8 @@ from augbench.train.pretrain import load_config, pretrain, read_status, resolve_
 from tests.conftest import TINY_OVERRIDES
 
 PRESETS = ("moco_v2", "byol", "simclr", "simsiam")
+# Every shipped method preset, so a new one is in the smoke test below as soon as it ships.
+EVERY_PRESET = sorted(path.stem for path in shipped_config("methods").glob("*.yaml"))
 
 
 def _config(preset: str, tmp_path, *extra: str):
@@ -34,6 +36,17 @@ def test_two_pretraining_steps_per_preset_write_a_finished_run(preset, tmp_path)
     images = torch.rand(2, 3, 32, 32)
     assert torch.allclose(loaded(images), run.encoder(images), atol=1e-6)
     assert config == run.config.model
+
+
+@pytest.mark.parametrize("preset", EVERY_PRESET)
+def test_every_method_preset_pretrains_over_the_quickstart_config(preset, tmp_path):
+    # As `augbench pretrain configs/methods/PRESET.yaml configs/quickstart.yaml`, cut to two steps of 16 images.
+    config, _ = load_config([shipped_config(f"methods/{preset}.yaml"), shipped_config("quickstart.yaml")],
+                            [*TINY_OVERRIDES, f"output_dir={tmp_path}", f"name={preset}", "trainer.precision=32"])
+    run = pretrain(config)
+    status = read_status(run.directory)
+    assert status["state"] == "finished" and status["steps"] == 2
+    assert torch.isfinite(torch.tensor(status["metrics"]["train/loss"]))
 
 
 def test_a_timm_backbone_pretrains_and_its_encoder_reloads(tmp_path):
