@@ -37,7 +37,8 @@ key never share statistics.
 `sum` takes twice the step of `mean`. With one pair they are equal.
 
 `queue_init` starts MoCo's queue with random unit keys (`random`, MoCo's
-code) or `empty` (augmentation-free step 1: loss and gradients 0).
+code: a loss of about ln K from step 1) or `empty` (methods/queue.py: the
+one-way loss and its gradients are 0 at step 1).
 
 Under DDP each rank holds a slice of the global batch. The queue is fed with
 the keys of every rank (so it is the same on all ranks); batch negatives are
