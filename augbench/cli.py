@@ -54,9 +54,31 @@ def _default_output(checkpoint: Path, suite: str) -> Path:
 
 
 def _quickstart(args: argparse.Namespace) -> None:
-    from augbench.quickstart import quickstart
+    from augbench.quickstart import PRESETS, quickstart
 
-    quickstart(Path(args.output_dir), args.overrides, console=console)
+    quickstart(Path(args.output_dir), args.overrides, console=console, seeds=args.seeds,
+               presets=args.presets or PRESETS)
+
+
+def _preset_list(text: str) -> list[str]:
+    from augbench.config import shipped_config
+
+    presets = [name for name in text.split(",") if name]
+    unknown = [name for name in presets if not shipped_config(f"methods/{name}.yaml").is_file()]
+    if unknown or not presets:
+        known = sorted(p.stem for p in shipped_config("methods").glob("*.yaml"))
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown presets {unknown}; known: {known}")
+    return presets
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seeds as whole numbers separated by commas") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed appears twice")
+    return seeds
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -136,8 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help="dot-list overrides of the suite, e.g. knn.k=200")
     evaluate.set_defaults(run=_evaluate)
 
-    quick = commands.add_parser("quickstart", help="pretrain MoCo v2 and BYOL on Shapes World and compare them")
+    quick = commands.add_parser("quickstart",
+                                help="pretrain MoCo v2 on Shapes World and compare it with a random encoder")
     quick.add_argument("--output-dir", default="runs/quickstart")
+    quick.add_argument("--presets", type=_preset_list, metavar="NAME[,NAME...]",
+                       help="method presets to train (configs/methods/), e.g. moco_v2,byol (default: moco_v2)")
+    quick.add_argument("--seeds", type=_seed_list, default=[0], metavar="N[,N...]",
+                       help="train and evaluate each preset (and a random encoder) once per seed, e.g. 0,1,2; the "
+                            "table shows the median and range (default: 0)")
     quick.add_argument("overrides", nargs="*", help="dot-list overrides of both runs, e.g. trainer.max_epochs=2")
     quick.set_defaults(run=_quickstart)
 

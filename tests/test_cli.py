@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from augbench.cli import main
@@ -58,3 +59,14 @@ def test_print_config_prints_the_composed_config_and_trains_nothing(tmp_path, ca
     assert printed["method"]["symmetric"] and printed["method"]["enqueue"] == "one_view"  # from the fair step
     assert printed["data"]["name"] == "shapes_world" and printed["trainer"]["max_epochs"] == 3
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("words", "message"), [
+    (["--seeds", "0,one"], "'0,one': expected seeds as whole numbers separated by commas"),
+    (["--seeds", "1,1"], "'1,1': a seed appears twice"),
+    (["--presets", "moco_v2,mocov3"], "unknown presets ['mocov3']; known: ["),
+])
+def test_bad_quickstart_seeds_and_presets_exit_2_naming_the_value(words, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["quickstart", *words])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

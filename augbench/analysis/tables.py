@@ -6,29 +6,45 @@ import pandas as pd
 from rich.table import Table
 
 
-def pivot_results(results: pd.DataFrame) -> pd.DataFrame:
-    """Metric values indexed by (task, protocol), encoders as columns in their order of appearance."""
-    table = results.pivot_table(index=["task", "protocol"], columns="encoder", values="value", sort=False)
+def pivot_results(results: pd.DataFrame, statistic: str = "median") -> pd.DataFrame:
+    """Metric values indexed by (task, protocol), encoders as columns in their order of appearance; an encoder
+    evaluated under several seeds (a `seed` column) gets the `statistic` over them."""
+    table = results.pivot_table(index=["task", "protocol"], columns="encoder", values="value", sort=False,
+                                aggfunc=statistic)
     return table[list(dict.fromkeys(results["encoder"]))]
 
 
+def _cells(results: pd.DataFrame) -> pd.DataFrame:
+    """Text cells: the value, or with several seeds "median [min, max]"; R² with two decimals, the rest with one."""
+    digits = {task: 2 if metric == "r2" else 1 for task, metric in zip(results["task"], results.get("metric", []))}
+    median, low, high = (pivot_results(results, s) for s in ("median", "min", "max"))
+    several = "seed" in results and results.groupby(["task", "protocol", "encoder"])["seed"].nunique().max() > 1
+    cells = median.astype(object)
+    for (task, protocol), row in median.iterrows():
+        d = digits.get(task, 1)
+        for encoder, value in row.items():
+            spread = f" [{low.at[(task, protocol), encoder]:.{d}f}, {high.at[(task, protocol), encoder]:.{d}f}]"
+            cells.at[(task, protocol), encoder] = f"{value:.{d}f}" + (spread if several else "")
+    return cells
+
+
 def results_table(results: pd.DataFrame, title: str | None = None) -> Table:
-    """A rich table of top-1 accuracies (%), the best of each row in bold."""
-    pivot = pivot_results(results)
+    """A rich table of the results (see `_cells`), the best median of each row in bold."""
+    median, cells = pivot_results(results), _cells(results)
     table = Table(title=title)
     table.add_column("task")
     table.add_column("protocol")
-    for encoder in pivot.columns:
+    for encoder in median.columns:
         table.add_column(str(encoder), justify="right")
-    for (task, protocol), row in pivot.iterrows():
+    for (task, protocol), row in median.iterrows():
         best = row.max()
-        cells = [f"[bold]{v:.1f}[/]" if v == best else f"{v:.1f}" for v in row]
-        table.add_row(task, protocol, *cells)
+        text = cells.loc[(task, protocol)]
+        table.add_row(task, protocol, *[f"[bold]{text[e]}[/]" if v == best else text[e] for e, v in row.items()])
     return table
 
 
 def results_markdown(results: pd.DataFrame) -> str:
-    return pivot_results(results).round(1).reset_index().to_markdown(index=False)
+    return _cells(results).reset_index().to_markdown(index=False, disable_numparse=True)
 
 
 def mean_std_table(results: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from augbench.augment.background import BACKGROUND_KINDS, BackgroundAugmentation
 from augbench.augment.looc import ATOMIC_AUGMENTATIONS, LOOC_RECIPES
 from augbench.augment.ops import ColorJitter, GaussianBlur, Grayscale, HorizontalFlip, RandomResizedCrop, Solarize
 from augbench.augment.views import Pipeline, Recipe
@@ -20,11 +21,17 @@ from augbench.errors import ConfigError
 class AugmentConfig:
     """`recipe` names one of RECIPES, or `method` for views the method config describes (HAI's per-stage pairs,
     SwAV's multi-crop); `crop_size` defaults to the dataset's image size. `augmentations` lists the atomic
-    augmentations (ATOMIC_AUGMENTATIONS) of the recipes of LOOC_RECIPES, which need at least one."""
+    augmentations (ATOMIC_AUGMENTATIONS) of the recipes of LOOC_RECIPES, which need at least one.
+
+    `background` (`none`, `remove` or `swap`, see `augbench.augment.background`) replaces each view's
+    background with probability `background_p` before the recipe's ops, where the dataset has foreground masks.
+    """
 
     recipe: str = "moco_v2_32"
     crop_size: int | None = None
     augmentations: list[str] = field(default_factory=list)
+    background: str = "none"
+    background_p: float = 0.5
 
     def __post_init__(self):
         known = sorted(RECIPES) + sorted(LOOC_RECIPES) + [METHOD_RECIPE]
@@ -39,6 +46,13 @@ class AugmentConfig:
         if self.recipe in LOOC_RECIPES and not self.augmentations:
             raise ValueError(f"augmentations=[]: recipe {self.recipe!r} needs at least one of "
                              f"{sorted(ATOMIC_AUGMENTATIONS)}")
+        if self.background not in ("none", *BACKGROUND_KINDS):
+            raise ValueError(f"background={self.background!r}: expected one of {['none', *BACKGROUND_KINDS]}")
+        if not 0 <= self.background_p <= 1:
+            raise ValueError(f"background_p={self.background_p}: a probability lies in [0, 1]")
+        if self.background != "none" and self.recipe == METHOD_RECIPE:
+            raise ValueError(f"background={self.background!r}: the method's own views ({METHOD_RECIPE!r}) take no "
+                             "background op; choose a recipe of " + str(sorted(RECIPES) + sorted(LOOC_RECIPES)))
         if self.augmentations and self.recipe not in LOOC_RECIPES:
             raise ValueError(f"augmentations={list(self.augmentations)}: only the recipes {sorted(LOOC_RECIPES)} "
                              f"take a list of augmentations, not {self.recipe!r}")
@@ -100,11 +114,23 @@ def build_recipe(config: AugmentConfig, image_size: int, method: Any = None) -> 
     """The recipe `config` names; `augment.recipe: method` asks the method config's `views(image_size)` for it."""
     size = config.crop_size or image_size
     if config.recipe in LOOC_RECIPES:
-        return LOOC_RECIPES[config.recipe](size, list(config.augmentations))
+        return _with_background(LOOC_RECIPES[config.recipe](size, list(config.augmentations)), config)
     if config.recipe != METHOD_RECIPE:
-        return RECIPES[config.recipe](size)
+        return _with_background(RECIPES[config.recipe](size), config)
     if not hasattr(method, "views"):
         name = getattr(method, "name", None)
         raise ConfigError(f"augment.recipe={METHOD_RECIPE!r}: method {name!r} describes no views of its own; "
                           f"choose one of {sorted(RECIPES)}")
     return method.views(size)
+
+
+def _with_background(recipe: Recipe, config: AugmentConfig) -> Recipe:
+    """`recipe` with the background op first in each of its pipelines (a pipeline several views share stays
+    shared); its views then take images with the foreground mask as a fourth channel (`needs_foreground`)."""
+    if config.background == "none":
+        return recipe
+    op = BackgroundAugmentation(config.background, config.background_p)
+    rebuilt = {id(p): Pipeline([op, *p.ops]) for p in recipe.pipelines}
+    recipe.pipelines = [rebuilt[id(p)] for p in recipe.pipelines]
+    recipe.needs_foreground = True
+    return recipe

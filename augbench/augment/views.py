@@ -72,7 +72,10 @@ def _flips_folded_into_crops(ops: list[Op]) -> dict[int, int]:
 
 
 class Recipe:
-    """One pipeline per view: `recipe(images, generator)` returns the list of views."""
+    """One pipeline per view: `recipe(images, generator)` returns the list of views. With `needs_foreground`,
+    `images` carry the foreground mask as a fourth channel (see `augbench.augment.background`)."""
+
+    needs_foreground = False
 
     def __init__(self, name: str, pipelines: list[Pipeline]):
         self.name, self.pipelines = name, pipelines

@@ -21,6 +21,8 @@ crops are taken with `roi_align`, so 10,000 32-px images take a few seconds.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -49,35 +51,75 @@ SHAPES_WORLD_LABELS = ("shape", "hue", "hue_bin", "orientation", "orientation_bi
 _CHUNK = 1024
 
 
+# The settings each named world gives the keys left unset (None) in ShapesWorldConfig.
+WORLDS: dict[str, dict] = {
+    # Objects of a 12-hue palette, one colour per object, on three grey levels, several copies of one shape in a
+    # pose: what two crops of an image share is the shape, so contrastive views must learn it (DESIGN.md).
+    "objects": {
+        "textures": ["flat"], "backgrounds": ["flat"], "scale": [0.7, 0.95], "objects": [4, 4], "hue_palette": 12,
+        "saturation": [0.8, 0.8], "value": [0.9, 0.9], "flat_greys": [0.3, 0.5, 0.7], "shared_pose": True,
+        "hue_per_object": True,
+    },
+    # The world of augbench before 0.2: one textured object of continuous colour on a photo crop or a flat colour.
+    # Two crops share the background's photo crop and the object's colour, which tell images apart more cheaply
+    # than the shape does, so the presets learn colour and backgrounds, not the object (feature suppression).
+    "photo_backgrounds": {
+        "textures": list(TEXTURES), "backgrounds": list(BACKGROUND_KINDS), "scale": [0.45, 0.85], "objects": [1, 1],
+        "hue_palette": 0, "saturation": [0.65, 1.0], "value": [0.7, 1.0], "flat_greys": [], "shared_pose": False,
+        "hue_per_object": False,
+    },
+}
+DEFAULT_WORLD = "objects"
+
+
 @dataclass
 class ShapesWorldConfig:
     """Generation settings; the defaults are the quickstart's data.
 
-    `scale` is the object's diameter as a fraction of the image side;
+    `world` names a design of WORLDS, which sets every key below that is left
+    unset (None); a key given explicitly overrides it.
+
+    `scale` is the object's diameter as a fraction of its grid cell;
     `objects` is the inclusive range of the object count. Several objects
-    share shape, hue and texture and are placed in distinct cells of a grid,
-    so the count is unambiguous; the pose labels describe object 0.
+    share shape and texture (and orientation and scale with `shared_pose`,
+    hue unless `hue_per_object`) and are placed in distinct cells of a grid,
+    so the count is unambiguous; the pose and hue labels describe object 0.
+    `hue_palette` k > 0 draws hues from the centres of k equal bins (0:
+    continuous); `flat_greys` lists the grey levels a flat background takes
+    (empty: a continuous colour), each a class of the `background` label.
     """
 
     name: str = "shapes_world"
+    world: str = DEFAULT_WORLD
     image_size: int = 32
     seed: int = 0
     train_size: int = 10_000
     val_size: int = 1_000
     test_size: int = 2_000
     shapes: list[str] = field(default_factory=lambda: list(DEFAULT_SHAPES))
-    textures: list[str] = field(default_factory=lambda: list(TEXTURES))
-    backgrounds: list[str] = field(default_factory=lambda: list(BACKGROUND_KINDS))
+    textures: list[str] | None = None
+    backgrounds: list[str] | None = None
     photos: list[str] = field(default_factory=lambda: list(SEEN_PHOTOS))
-    scale: list[float] = field(default_factory=lambda: [0.45, 0.85])
+    scale: list[float] | None = None
     orientation: list[float] = field(default_factory=lambda: [0.0, 360.0])
-    objects: list[int] = field(default_factory=lambda: [1, 1])
+    objects: list[int] | None = None
     hue_bins: int = 12
     orientation_bins: int = 8
     variants: int = 1
     variant_squash: float = 0.35
+    hue_palette: int | None = None
+    saturation: list[float] | None = None
+    value: list[float] | None = None
+    flat_greys: list[float] | None = None
+    shared_pose: bool | None = None
+    hue_per_object: bool | None = None
 
     def __post_init__(self):
+        if self.world not in WORLDS:
+            raise ValueError(f"world={self.world!r}: unknown; known: {list(WORLDS)}")
+        if any(getattr(self, key) is None for key in WORLDS[self.world]):
+            self.resolved()  # validates the settings the world fills in
+            return
         _check_names("shapes", self.shapes, SHAPES)
         _check_names("textures", self.textures, TEXTURES)
         _check_names("backgrounds", self.backgrounds, BACKGROUND_KINDS)
@@ -92,6 +134,20 @@ class ShapesWorldConfig:
         if self.variants < 1 or not 0 <= self.variant_squash < 1:
             raise ValueError(f"variants={self.variants}, variant_squash={self.variant_squash}: expected variants >= 1 "
                              "and 0 <= variant_squash < 1")
+        if self.hue_palette < 0:
+            raise ValueError(f"hue_palette={self.hue_palette}: expected 0 (continuous) or a number of hues")
+        for key in ("saturation", "value"):
+            low_high = list(getattr(self, key))
+            if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1] <= 1:
+                raise ValueError(f"{key}={low_high}: expected [low, high] with 0 <= low <= high <= 1")
+        if not all(0 <= grey <= 1 for grey in self.flat_greys):
+            raise ValueError(f"flat_greys={list(self.flat_greys)}: grey levels lie in [0, 1]")
+
+    def resolved(self) -> ShapesWorldConfig:
+        """This config with each key left unset taken from its world. The unset keys stay None in the config
+        itself, so a config merged over with another `world` takes that world's settings, not the first's."""
+        unset = {key: copy.deepcopy(value) for key, value in WORLDS[self.world].items() if getattr(self, key) is None}
+        return dataclasses.replace(self, **unset) if unset else self
 
     def split_size(self, split: str) -> int:
         return {"train": self.train_size, "val": self.val_size, "test": self.test_size}[split]
@@ -109,11 +165,18 @@ def load_shapes_world(config: ShapesWorldConfig, split: str) -> ImageDataset:
     """Generate one split; the same config and split always give the same images."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
+    config = config.resolved()
     rng = np.random.default_rng([config.seed, SPLITS.index(split)])
     factors = _sample_factors(config, config.split_size(split), rng)
     # Variants come from a stream of their own, so adding them leaves every other factor (and image) unchanged.
     variant_rng = np.random.default_rng([config.seed, SPLITS.index(split), 1])
     factors["variant"] = variant_rng.integers(0, config.variants, size=len(factors["shape"]))
+    # Hues of objects 1.. come from a stream of their own too; object 0's hue (the label) is the image's.
+    hue_rng = np.random.default_rng([config.seed, SPLITS.index(split), 2])
+    factors["object_hue"] = np.repeat(factors["hue"][:, None], config.objects[1], axis=1)
+    if config.hue_per_object:
+        others = hue_rng.uniform(0, 1, size=(len(factors["hue"]), config.objects[1] - 1))
+        factors["object_hue"][:, 1:] = _palette(others, config.hue_palette)
     images, masks = [], []
     for start in range(0, len(factors["shape"]), _CHUNK):
         chunk = {k: v[start : start + _CHUNK] for k, v in factors.items()}
@@ -184,9 +247,10 @@ def _mask_labels(instance: torch.Tensor, shape: torch.Tensor) -> dict[str, torch
 
 
 def _background_names(config: ShapesWorldConfig) -> list[str]:
-    return (["flat"] if "flat" in config.backgrounds else []) + (
-        list(config.photos) if "photo" in config.backgrounds else []
-    )
+    flat = [f"grey {level:.2f}" for level in config.flat_greys] if config.flat_greys else ["flat"]
+    photos = list(config.photos) if "photo" in config.backgrounds else []
+    return (flat if "flat" in config.backgrounds else []) + photos
+
 
 
 def _sample_factors(config: ShapesWorldConfig, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -195,6 +259,8 @@ def _sample_factors(config: ShapesWorldConfig, n: int, rng: np.random.Generator)
     grid = math.ceil(math.sqrt(max_objects))
     count = rng.integers(config.objects[0], max_objects + 1, size=n)
     scale = rng.uniform(*config.scale, size=(n, max_objects)) / grid
+    if config.shared_pose:
+        scale[:] = scale[:, :1]
     # Objects sit in distinct cells of a grid×grid layout and inside their cell, so they never overlap.
     cells = np.argsort(rng.random((n, grid * grid)), axis=1)[:, :max_objects]
     offset = rng.uniform(size=(n, max_objects, 2))
@@ -202,11 +268,11 @@ def _sample_factors(config: ShapesWorldConfig, n: int, rng: np.random.Generator)
     cell_origin = np.stack([cells % grid, cells // grid], axis=-1) / grid
     position = cell_origin + radius + offset * (1 / grid - 2 * radius)
     backgrounds = _background_names(config)
-    return {
+    factors = {
         "shape": rng.integers(0, len(config.shapes), size=n),
-        "hue": rng.uniform(0, 1, size=n),
-        "saturation": rng.uniform(0.65, 1.0, size=n),
-        "value": rng.uniform(0.7, 1.0, size=n),
+        "hue": _palette(rng.uniform(0, 1, size=n), config.hue_palette),
+        "saturation": rng.uniform(*config.saturation, size=n),
+        "value": rng.uniform(*config.value, size=n),
         "orientation": rng.uniform(*config.orientation, size=(n, max_objects)) % 360,
         "scale": scale,
         "position": position,
@@ -224,6 +290,14 @@ def _sample_factors(config: ShapesWorldConfig, n: int, rng: np.random.Generator)
             [rng.uniform(0, 1, n), rng.uniform(0, 0.6, n), rng.uniform(0.15, 0.95, n)], axis=1
         ),
     }
+    if config.shared_pose:
+        factors["orientation"][:] = factors["orientation"][:, :1]
+    return factors
+
+
+def _palette(uniform: np.ndarray, size: int) -> np.ndarray:
+    """`uniform` draws in [0, 1) snapped to the centres of `size` equal bins (unchanged when `size` is 0)."""
+    return (np.floor(uniform * size) + 0.5) / size if size else uniform
 
 
 def _random_boxes(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
@@ -236,8 +310,7 @@ def _random_boxes(rng: np.random.Generator, n: int, low: float, high: float) -> 
 def _render(config: ShapesWorldConfig, f: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     n, size = len(f["shape"]), config.image_size
     image = _backgrounds(config, f)
-    colour = hsv2rgb(np.stack([f["hue"], f["saturation"], f["value"]], axis=1)[:, None, :])[:, 0]
-    fill = torch.from_numpy(colour).float()[:, :, None, None] * (0.45 + 0.55 * _texture_patterns(config, f))
+    pattern = 0.45 + 0.55 * _texture_patterns(config, f)
     templates = shape_templates(tuple(config.shapes), _template_resolution(size))[torch.from_numpy(f["shape"])]
     instance = torch.zeros(n, size, size, dtype=torch.uint8)
     for k in range(f["orientation"].shape[1]):
@@ -249,6 +322,8 @@ def _render(config: ShapesWorldConfig, f: dict[str, np.ndarray]) -> tuple[torch.
             pose[:, 0] /= torch.from_numpy(squash).float()[:, None]
         grid = F.affine_grid(pose, [n, 1, size, size], align_corners=False)
         alpha = F.grid_sample(templates, grid, mode="bilinear", padding_mode="zeros", align_corners=False) * present
+        hsv = np.stack([f["object_hue"][:, k], f["saturation"], f["value"]], axis=1)
+        fill = torch.from_numpy(hsv2rgb(hsv[:, None, :])[:, 0]).float()[:, :, None, None] * pattern
         image = image * (1 - alpha) + fill * alpha
         instance[alpha[:, 0] >= 0.5] = k + 1
     return (image * 255).round().clamp(0, 255).to(torch.uint8), instance
@@ -315,7 +390,11 @@ def _texture_patterns(config: ShapesWorldConfig, f: dict[str, np.ndarray]) -> to
 def _backgrounds(config: ShapesWorldConfig, f: dict[str, np.ndarray]) -> torch.Tensor:
     n, size = len(f["shape"]), config.image_size
     names = np.asarray(_background_names(config))[f["background"]]
+    names = np.where(np.char.startswith(names, "grey "), "flat", names)
     flat = hsv2rgb(f["background_colour"][:, None, :])[:, 0]
+    if config.flat_greys:
+        grey = np.asarray(config.flat_greys)[np.minimum(f["background"], len(config.flat_greys) - 1)]
+        flat = np.repeat(grey[:, None], 3, axis=1)
     image = torch.from_numpy(flat).float()[:, :, None, None].expand(n, 3, size, size).clone()
     rows = np.flatnonzero(names != "flat")
     if len(rows):

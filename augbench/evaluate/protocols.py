@@ -156,6 +156,23 @@ def knn_classifier(bank: Tensor, bank_labels: Tensor, num_classes: int, config: 
     return lambda queries: knn_predict(bank, bank_labels, queries, num_classes, config)
 
 
+def knn_regress(bank: Tensor, bank_targets: Tensor, queries: Tensor, config: KNNConfig) -> Tensor:
+    """The votes of `knn_predict` as weights of a mean: each query gets the exp(s/τ)-weighted mean of its k
+    nearest neighbours' target rows (N, K), so a regression target reads with the same k, τ and distance."""
+    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
+    k = min(config.k, len(bank))
+    predictions = []
+    for start in range(0, len(queries), config.chunk_size):
+        top_similarity, top_index = (queries[start : start + config.chunk_size] @ bank.T).topk(k, dim=1)
+        weights = torch.softmax(top_similarity / config.temperature, dim=1)  # exp(s/τ), normalised per query
+        predictions.append(torch.einsum("qk,qkd->qd", weights, bank_targets[top_index].to(weights.dtype)))
+    return torch.cat(predictions)
+
+
+def knn_regressor(bank: Tensor, bank_targets: Tensor, config: KNNConfig) -> Predictor:
+    return lambda queries: knn_regress(bank, bank_targets, queries, config)
+
+
 def fit_ridge(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], config: LinearConfig) -> tuple[Predictor, dict]:
     """Ridge regression of targets (N, K) on standardised features, the penalty chosen on val.
 

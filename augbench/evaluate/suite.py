@@ -287,7 +287,7 @@ def _allowed_protocols(task: TaskConfig) -> tuple[str, ...]:
     if task.target in PIXEL_TARGETS:
         return ("dense",) if task.kind == "standard" else ()
     if task.target != "class":
-        return ("linear", "mlp")
+        return ("knn", "linear", "mlp")
     return FEATURE_PROTOCOLS if task.kind in ("corruptions", "crop_pair") else CLASS_PROTOCOLS
 
 

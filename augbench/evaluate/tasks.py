@@ -33,6 +33,7 @@ from augbench.evaluate.protocols import (
     fit_mlp,
     fit_ridge,
     knn_classifier,
+    knn_regressor,
     mean_and_ci95,
 )
 from augbench.evaluate.suite import SuiteConfig, TaskConfig, protocol_config, shifted_dataset
@@ -169,7 +170,10 @@ def _fit(protocol: str, task: TaskConfig, context: Context, train: tuple[Tensor,
     classify = task.target == "class"
     num_classes = int(max(targets.max(), val_targets.max())) + 1 if classify else 0
     if protocol == "knn":
-        predict = knn_classifier(features, targets, num_classes, config)
+        if classify:
+            predict = knn_classifier(features, targets, num_classes, config)
+        else:
+            predict = knn_regressor(features, targets, config)
         return (lambda f, _: predict(f)), _settings(config), {"train_images": len(features)}
     if protocol == "linear":
         if classify:

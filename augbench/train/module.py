@@ -74,6 +74,8 @@ class PretrainModule(L.LightningModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if self.trainer is not None and self.trainer.training:
             images = to_float(batch["image"])  # images travel as uint8 and are augmented on the device
+            if self.recipe.needs_foreground:
+                images = torch.cat([images, batch["labels"]["foreground"][:, None].to(images.dtype)], dim=1)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             generator = torch.Generator().manual_seed(step_seed(self.seed, self.global_step, self.global_rank))

@@ -168,6 +168,9 @@ class PretrainConfig:
         if self.monitor.online_linear and isinstance(self.method, HAIConfig) and self.method.stages[-1] != NUM_STAGES:
             raise ValueError(f"monitor.online_linear=true reads the encoder's features, which HAI computes only with "
                              f"stage {NUM_STAGES} tapped; method.stages={list(self.method.stages)}")
+        if self.augment.background != "none" and "foreground" not in known:
+            raise ValueError(f"augment.background={self.augment.background!r} replaces each view's background, "
+                             f"which needs the dataset's object masks; {self.data.name} has none (shapes_world has)")
         if self.trainer.sync_batchnorm and getattr(self.method, "shuffle_bn", 0) > 1:
             raise ValueError(f"trainer.sync_batchnorm=true makes BatchNorm statistics global, which undoes "
                              f"method.shuffle_bn={self.method.shuffle_bn}; choose one (MoCo v2+ and BYOL use SyncBN)")

@@ -5,14 +5,18 @@ import re
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from augbench.data import dataset_config_type
 from augbench.data.shapes import SHAPES, shape_templates
-from augbench.data.shapes_world import ShapesWorldConfig, load_shapes_world
+from augbench.data.shapes_world import BACKGROUND_KINDS, TEXTURES, ShapesWorldConfig, load_shapes_world
 from augbench.errors import ConfigError
 
 
 def _single(**factors) -> ShapesWorldConfig:
-    return ShapesWorldConfig(train_size=200, val_size=8, test_size=8, **factors)
+    """One object an image, in the world whose labels these tests read off the pixels."""
+    return ShapesWorldConfig(**{"world": "photo_backgrounds", "train_size": 200, "val_size": 8, "test_size": 8,
+                                **factors})
 
 
 def test_same_config_and_split_give_identical_images_and_labels(tiny_shapes):
@@ -139,3 +143,44 @@ def test_unknown_dataset_name_is_reported_with_the_known_ones(tmp_path):
 
     with pytest.raises(ConfigError, match=r"data.name='cifar11' is unknown; known datasets"):
         load_config(overrides=["data.name=cifar11"])
+
+
+def test_a_named_world_sets_only_the_keys_left_unset():
+    config = ShapesWorldConfig(world="photo_backgrounds", scale=[0.5, 0.6])
+    resolved = config.resolved()
+    assert resolved.scale == [0.5, 0.6] and resolved.textures == list(TEXTURES) and resolved.flat_greys == []
+    assert config.textures is None  # left to the world, so merging another world over it takes that world's
+
+
+def test_merging_another_world_over_a_config_takes_that_worlds_settings():
+    config_type = dataset_config_type("shapes_world")
+    objects = OmegaConf.to_object(OmegaConf.structured(config_type))
+    photos = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(objects), {"world": "photo_backgrounds"}))
+    assert photos.resolved().backgrounds == list(BACKGROUND_KINDS) and objects.resolved().backgrounds == ["flat"]
+
+
+def test_an_unknown_world_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"world='cartoon': unknown; known: \['objects', 'photo_backgrounds'\]"):
+        ShapesWorldConfig(world="cartoon")
+
+
+def test_the_objects_world_shows_copies_of_one_shape_in_one_pose_each_in_a_colour_of_the_palette():
+    config = ShapesWorldConfig(world="objects", train_size=64)
+    dataset = load_shapes_world(config, "train")
+    settings, labels = config.resolved(), dataset.labels
+    instances = [torch.unique(m[m > 0]).tolist() for m in labels["mask"]]
+    assert all(ids == [1, 2, 3, 4] for ids in instances)
+    centres = (torch.arange(settings.hue_palette) + 0.5) / settings.hue_palette
+    assert torch.isclose(labels["hue"][:, None], centres[None].float(), atol=1e-6).any(1).all()
+    greys = torch.tensor(settings.flat_greys) * 255
+    for image, mask, background in zip(dataset.images.float(), labels["mask"], labels["background"]):
+        # The background pixels are the labelled grey; the objects are coloured, each its own palette hue.
+        assert (image[:, mask == 0].median(dim=1).values - greys[background]).abs().max() <= 1
+        hues = {round(colorsys.rgb_to_hsv(*(image[:, mask == k].mean(1) / 255).tolist())[0] * 12 - 0.5)
+                for k in range(1, 5) if (mask == k).sum() >= 6}
+        assert all(0 <= h < 12 for h in hues)
+    distinct = [len({round(colorsys.rgb_to_hsv(*(i[:, m == k].mean(1) / 255).tolist())[0] * 12 - 0.5) % 12
+                     for k in range(1, 5) if (m == k).sum() >= 6}) for i, m in zip(dataset.images.float(),
+                                                                          labels["mask"])]
+    assert np.mean(distinct) > 2.5  # four draws from twelve hues: mostly distinct
+    assert dataset.classes["background"] == ["grey 0.30", "grey 0.50", "grey 0.70"]

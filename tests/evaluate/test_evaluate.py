@@ -70,7 +70,7 @@ def test_unknown_suite_and_task_names_are_listed():
 
 def test_the_shipped_quick_suite_loads():
     config, tasks = load_suite("quick")
-    assert [t.label for t in tasks] == ["shape", "hue_bin", "orientation_bin"]
+    assert [t.label for t in tasks] == ["shape", "hue_bin", "orientation_bin", "scale", "position", "background"]
     assert config.knn.k == 20 and config.knn.temperature == 0.07
 
 

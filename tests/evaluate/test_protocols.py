@@ -11,6 +11,7 @@ from augbench.evaluate.protocols import (
     fit_linear_classifier,
     fit_ridge,
     knn_predict,
+    knn_regress,
     linear_predict,
 )
 from augbench.models.backbones import BackboneConfig, build_backbone
@@ -37,6 +38,19 @@ def test_knn_matches_a_brute_force_numpy_vote():
     config = KNNConfig(k=7, temperature=0.1, chunk_size=16)
     ours = knn_predict(torch.from_numpy(bank), torch.from_numpy(labels), torch.from_numpy(queries), 5, config)
     assert np.array_equal(ours.numpy(), numpy_weighted_knn(bank, labels, queries, 5, 7, 0.1))
+
+
+def test_knn_regression_is_the_vote_weighted_mean_of_the_neighbours_targets():
+    rng = np.random.default_rng(1)
+    bank, queries, targets = rng.normal(size=(120, 6)), rng.normal(size=(30, 6)), rng.normal(size=(120, 2))
+    ours = knn_regress(torch.from_numpy(bank), torch.from_numpy(targets), torch.from_numpy(queries),
+                       KNNConfig(k=5, temperature=0.2, chunk_size=8))
+    unit_bank = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    for query, prediction in zip(queries / np.linalg.norm(queries, axis=1, keepdims=True), ours.numpy()):
+        similarity = unit_bank @ query
+        nearest = np.argsort(-similarity)[:5]
+        weights = np.exp(similarity[nearest] / 0.2)
+        np.testing.assert_allclose(prediction, weights @ targets[nearest] / weights.sum(), rtol=1e-10)
 
 
 def test_linear_probe_agrees_with_scikit_learn():

@@ -31,9 +31,10 @@ def test_the_full_suite_has_twenty_end_tasks_in_all_four_categories():
     assert optimisers == {"sgd", "lars", "adamw"}
 
 
-def test_the_quick_suite_stays_shape_hue_orientation():
+def test_the_quick_suite_reads_every_factor_an_image_shows_by_knn_and_linear():
     _, tasks = load_suite("quick")
-    assert [t.name for t in tasks] == ["shape", "hue", "orientation"]
+    assert [t.name for t in tasks] == ["shape", "hue", "orientation", "scale", "position", "background"]
+    assert all({"knn", "linear"} <= set(t.protocols) for t in tasks)
 
 
 @pytest.mark.parametrize(("task", "message"), [
