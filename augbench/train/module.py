@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import lightning as L
@@ -65,11 +66,24 @@ class PretrainModule(L.LightningModule):
         self.seed, self.channels_last = seed, channels_last
         self.collapse_threshold = collapse_threshold
         self._warned_collapse = False
+        self._step_started: float | None = None
         self.online_classifier, self.online_label, self.online_lr = online_classifier, online_label, online_lr
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
         if compile_model:
             compile_backbones(self.method)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Images per second from one step's start to the next: the whole step (augmentation, forward, backward,
+        # optimiser, target update, logging), read on the host without waiting for the device.
+        now = time.perf_counter()
+        if self._step_started is not None:
+            self.log("train/images_per_s", self.batch_size / (now - self._step_started), prog_bar=True,
+                     batch_size=self.batch_size)
+        self._step_started = now
+
+    def on_train_epoch_end(self) -> None:
+        self._step_started = None  # the gap to the next epoch holds checkpointing and validation, not training
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if self.trainer is not None and self.trainer.training:

@@ -177,3 +177,12 @@ def test_wandb_without_its_package_is_refused_at_config_load(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
     with pytest.raises(ConfigError, match=r"wandb: enabled=true: the wandb package is not installed"):
         load_config(shipped_config("methods/moco_v2.yaml"), ["wandb.enabled=true"])
+
+
+def test_images_per_second_is_logged_for_each_step_after_the_first(tmp_path):
+    import pandas as pd
+
+    run = pretrain(_config("moco_v2", tmp_path, "trainer.max_steps=3"))
+    metrics = pd.read_csv(run.directory / "logs" / "csv" / "metrics.csv")
+    rates = metrics["train/images_per_s"].dropna()
+    assert len(rates) == 2 and (rates > 0).all()
