@@ -3,7 +3,8 @@
 A run lives in `output_dir/name/`:
 
     config.yaml           the resolved config
-    status.json           {"state": "running" | "failed" | "finished", ...}
+    status.json           {"state": "running" | "failed" | "preempted" | "finished", ...}
+    .lock                 held (flock) by the process training the run; a second one is refused
     checkpoints/          one Lightning checkpoint per epoch, the latest of every
                           `trainer.checkpoint_every_n_steps` steps, and last.ckpt
     logs/csv/metrics.csv  and logs/tensorboard/: the logged losses, and with
@@ -11,7 +12,10 @@ A run lives in `output_dir/name/`:
     encoder.safetensors   the trained backbone, written once training finished
 
 A directory whose status is not "finished" did not finish; running the same
-config again resumes it from checkpoints/last.ckpt. A checkpoint holds the
+config again resumes it from the checkpoint with the most steps (last.ckpt,
+unless a kill came between another checkpoint's write and its own). SIGTERM
+(preemption) ends training after the current step, saves last.ckpt there,
+marks the run "preempted" and raises PreemptedError. A checkpoint holds the
 model with its EMA target and queues, the optimiser, the schedule, the RNG
 states and the data order's position, so with `trainer.deterministic=true` a
 run killed at any step and resumed ends with the same weights, bit for bit on

@@ -330,6 +330,13 @@ def test_evaluate_to_a_read_only_place_refuses_before_computing_anything(read_on
     assert time.perf_counter() - start < 30  # the quick suite takes minutes: nothing was computed
 
 
+def test_a_write_refused_by_a_read_only_place_raises_its_own_error_once(read_only_dir):
+    """The cleanup of the partial file fails as the write did; the write's error is the one raised."""
+    with pytest.raises(OSError) as raised:
+        write_atomic(lambda file: file.write(b"records"), read_only_dir / "results.csv")
+    assert raised.value.errno == errno.EROFS and raised.value.__context__ is None
+
+
 def test_pretrain_into_a_read_only_place_exits_2_before_training(read_only_dir, capsys):
     assert main(["pretrain", MOCO, *RUN, f"output_dir={read_only_dir}"]) == 2
     assert _error_lines(capsys.readouterr().out) == [
