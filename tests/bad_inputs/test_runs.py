@@ -363,6 +363,7 @@ def test_evaluate_output_dir_writes_the_default_file_in_it(tmp_path, capsys):
 # --- Kill during the first last.ckpt write ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_kill_during_the_first_last_ckpt_write_resumes_from_the_step_checkpoint(tmp_path):
     config = _config(tmp_path, "killed", "trainer.max_steps=3")
     checkpoints = config.run_dir / "checkpoints"
