@@ -148,12 +148,13 @@ def test_a_config_error_answers_without_importing_lightning(tmp_path):
         "import sys; from augbench.cli import main; "
         f"codes = [main(['pretrain', '{tmp_path}/missing.yaml']), "
         f"main(['pretrain', '{MOCO}', 'trainer.precision=fp8']), "
-        f"main(['pretrain', '{MOCO}', 'model.name=resnet999', '--print-config'])]; "
+        f"main(['pretrain', '{MOCO}', 'model.name=resnet999', '--print-config']), "
+        f"main(['benchmark', '{tmp_path}/missing_benchmark.yaml'])]; "
         "print('exit', codes, 'lightning imported:', any(m.split('.')[0] == 'lightning' for m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert "missing.yaml: config file not found" in result.stdout, result.stdout + result.stderr
-    assert "exit [2, 2, 2] lightning imported: False" in result.stdout, result.stdout + result.stderr
+    assert "exit [2, 2, 2, 2] lightning imported: False" in result.stdout, result.stdout + result.stderr
     # The command itself: exit 2 and the one line.
     result = subprocess.run([sys.executable, "-m", "augbench.cli", "pretrain", str(tmp_path / "missing.yaml")],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
