@@ -85,10 +85,7 @@ def _data(args: argparse.Namespace) -> None:
 
 def _benchmark(args: argparse.Namespace) -> None:
     from augbench.analysis.tables import benchmark_table, frame_table
-    from augbench.benchmark import plan, plan_summary, run_benchmark
-    from augbench.config import check_device
-
-    check_device(args.device)
+    from augbench.benchmark import plan, plan_summary, run_benchmark  # run_benchmark checks --device first
     if args.plan:
         grid = plan(args.config, small=args.small, overrides=args.overrides)
         console.print(frame_table(plan_summary(grid), title=f"{grid.config.name}: pretraining runs"))
