@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 _API = {
     "pretrain": "augbench.train.pretrain",
-    "load_config": "augbench.train.pretrain",
+    "load_config": "augbench.train.config",
     "evaluate": "augbench.evaluate.evaluate",
     "sensitivity_table": "augbench.evaluate.probes",
     "load_encoder": "augbench.models.io",

@@ -48,6 +48,7 @@ from augbench.analysis.store import DATABASE_FILE, UNCATEGORISED, ResultsStore, 
 from augbench.config import (
     COMMAND_LINE,
     Source,
+    check_device,
     compose,
     parse_overrides,
     read_sources,
@@ -55,10 +56,11 @@ from augbench.config import (
     to_yaml,
 )
 from augbench.data import dataset_config_type
-from augbench.errors import ConfigError
+from augbench.errors import ConfigError, PreemptedError
+from augbench.files import check_writable
 from augbench.methods import method_config_type
 from augbench.models.io import ENCODER_FILE
-from augbench.train.pretrain import CONFIG_FILE, PretrainConfig, config_changes, pretrain, read_status
+from augbench.train.config import CONFIG_FILE, PretrainConfig, config_changes, read_status
 
 
 @dataclass
@@ -349,7 +351,9 @@ def run_benchmark(
     """Run (or resume) every cell of a benchmark that no runner finished or holds; return the store's state."""
     console = console or Console()
     start = time.perf_counter()
+    check_device(device)
     grid = plan(path, small, overrides)
+    check_writable(grid.directory, "output_dir")
     owner = owner_id(uuid.uuid4().hex[:8])
     store = ResultsStore(grid.store_path, create=True)
     store.set_meta(benchmark=grid.config.name, source=str(grid.source), small=str(grid.small),
@@ -371,6 +375,8 @@ def run_benchmark(
             console.print(f"[bold]cell {cell.cell_id}[/]{taken}")
             try:
                 _run_cell(grid, cell, store, owner, device, console)
+            except PreemptedError:  # SIGTERM: this runner stops; the cell is handed back below
+                raise
             except Exception as error:  # one failed cell does not stop the grid; its error is stored
                 store.fail(cell.cell_id, owner, f"{type(error).__name__}: {error}")
                 console.print(f"[red]cell {cell.cell_id} failed:[/] {error}")
@@ -393,6 +399,7 @@ def run_benchmark(
 def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, owner: str, device: str | None,
               console: Console) -> None:
     from augbench.evaluate.evaluate import evaluate
+    from augbench.train.pretrain import pretrain  # Lightning: imported once a cell runs, not to check a grid
 
     run = grid.runs[cell.run_name]
     status = read_status(run.run_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -11,36 +12,52 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from augbench import __version__
-from augbench.errors import AugbenchError
+from augbench.errors import AugbenchError, PreemptedError
+
+# The operating system's refusals to store a file: one line naming the path, not a traceback.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
 
 console = Console()
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from lightning.pytorch.utilities import rank_zero_only
-
-    from augbench.train.pretrain import load_config, pretrain
+    # The config is composed and checked before Lightning is imported (seconds): a config error answers at once.
+    from augbench.train.config import check_runnable, load_config
 
     # Config files come first, then key=value overrides: the first word with "=" starts the overrides.
     words = [*args.config, *args.overrides]
     split = next((i for i, word in enumerate(words) if "=" in word), len(words))
+    config, _ = load_config(words[:split], words[split:])
     if args.print_config:
         from augbench.config import to_yaml
 
-        print(to_yaml(load_config(words[:split], words[split:])[0]), end="")
+        print(to_yaml(config), end="")
         return
-    run = pretrain(words[:split], words[split:])
+    check_runnable(config)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from augbench.train.pretrain import pretrain
+
+    run = pretrain(config)
     if rank_zero_only.rank == 0:  # under DDP every process returns here; one reports
         console.print(f"finished: encoder at {run.directory / 'encoder.safetensors'}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from augbench.analysis.tables import results_table
-    from augbench.evaluate.evaluate import evaluate
+    from augbench.config import check_device
+    from augbench.files import check_writable
 
+    check_device(args.device)
     # For an ARCH@FILE spec (augbench.models.external) the results go beside FILE.
     weights = args.checkpoint if Path(args.checkpoint).exists() else args.checkpoint.rpartition("@")[2]
     output = args.output or _default_output(Path(weights), args.suite)
+    if output.is_dir():  # `--output DIR`: the default file name, in DIR
+        output = output / f"evaluation_{Path(args.suite).stem}.csv"
+    check_writable(output.parent, "--output")
+
+    from augbench.analysis.tables import results_table
+    from augbench.evaluate.evaluate import evaluate
+
     results = evaluate(args.checkpoint, args.suite, overrides=args.overrides, device=args.device, output=output)
     console.print(results_table(results, title=f"{args.checkpoint} · suite {args.suite}"))
     console.print(f"{len(results)} records written to {output}")
@@ -90,8 +107,7 @@ def _data(args: argparse.Namespace) -> None:
 
 def _benchmark(args: argparse.Namespace) -> None:
     from augbench.analysis.tables import benchmark_table, frame_table
-    from augbench.benchmark import plan, plan_summary, run_benchmark
-
+    from augbench.benchmark import plan, plan_summary, run_benchmark  # run_benchmark checks --device first
     if args.plan:
         grid = plan(args.config, small=args.small, overrides=args.overrides)
         console.print(frame_table(plan_summary(grid), title=f"{grid.config.name}: pretraining runs"))
@@ -222,11 +238,23 @@ def main(argv: list[str] | None = None) -> int:
         library_log.setLevel(logging.INFO)
     try:
         args.run(args)
+    except PreemptedError as error:
+        _print_error(error)
+        return PreemptedError.exit_status
     except (AugbenchError, FileNotFoundError, FileExistsError) as error:
-        message = "\n".join([str(error), *getattr(error, "__notes__", [])])
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        _print_error(error)
+        return 2
+    except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        _print_error(f"{error.filename}: {error.strerror}" if error.filename else error)
         return 2
     return 0
+
+
+def _print_error(error: Exception | str) -> None:
+    message = "\n".join([str(error), *getattr(error, "__notes__", [])])
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

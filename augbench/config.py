@@ -155,6 +155,26 @@ def _first_line(error: Exception) -> str:
     return message.splitlines()[0]
 
 
+def check_device(device: str | None, key: str = "--device") -> None:
+    """Refuse a torch device this machine does not have (`cuda` without a GPU, `cuda:3` with two), before any work."""
+    if device is None:
+        return
+    import torch  # here, not at the top: composing a config needs no torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key} {device}: not a device; accepted: cpu, cuda, cuda:N, mps") from None
+    if parsed.type == "cuda":
+        found = torch.cuda.device_count()
+        if not found:
+            raise ConfigError(f"{key} {device}: this machine has no CUDA GPU that torch can use; accepted here: cpu")
+        if parsed.index is not None and parsed.index >= found:
+            raise ConfigError(f"{key} {device}: this machine has {found} CUDA GPU(s), cuda:0 to cuda:{found - 1}")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key} {device}: this machine has no Apple GPU (MPS); accepted here: cpu")
+
+
 def to_yaml(config: Any) -> str:
     """YAML of a config object or DictConfig, as written next to every run."""
     return OmegaConf.to_yaml(OmegaConf.structured(config) if is_dataclass(config) else config)

@@ -24,3 +24,11 @@ class DivergedError(AugbenchError, FloatingPointError):
         self.step, self.loss, self.last_checkpoint = step, loss, last_checkpoint
         where = f"last good checkpoint: {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
         super().__init__(f"loss is {loss} at step {step}; training stopped ({where})")
+
+
+class PreemptedError(Exception):
+    """SIGTERM (a scheduler's preemption, `timeout`, `docker stop`) ended a run before it finished; its last
+    checkpoint was saved and running the same command resumes it. The command line exits with 143 (128 + SIGTERM),
+    the status a process killed by SIGTERM reports, so `augbench pretrain ... && next-step` stops there."""
+
+    exit_status = 143

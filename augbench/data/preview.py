@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from augbench.config import compose, read_sources
 from augbench.data import dataset_config_type, load_split
 from augbench.errors import ConfigError
+from augbench.files import check_writable
 
 
 def preview(name: str, output: Path | None = None, split: str = "train", overrides: Sequence[str] = (),
@@ -22,6 +23,8 @@ def preview(name: str, output: Path | None = None, split: str = "train", overrid
     except KeyError as error:
         raise ConfigError(f"dataset {name!r} is unknown; {error.args[0]}") from None
     config, _ = compose(config_type, read_sources(overrides=overrides))
+    output = Path(output or f"{name}_{split}.png")
+    check_writable(output.parent, "--output")
     dataset = load_split(config, split)
     columns = 8
     rows = (min(count, len(dataset)) + columns - 1) // columns
@@ -33,7 +36,6 @@ def preview(name: str, output: Path | None = None, split: str = "train", overrid
         axis.imshow(dataset[index]["image"].permute(1, 2, 0).numpy())  # of a lazy split, only these are decoded
         names = [dataset.classes[k][int(dataset.labels[k][index])] for k in dataset.classes]
         axis.set_title("\n".join(names[:2]), fontsize=7)
-    output = Path(output or f"{name}_{split}.png")
     figure.tight_layout()
     figure.savefig(output, dpi=100)
     plt.close(figure)

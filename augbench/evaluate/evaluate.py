@@ -10,6 +10,7 @@ source, augbench's version).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -25,12 +26,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 import augbench
+from augbench.config import check_device
 from augbench.errors import DataError
 from augbench.evaluate.metrics import METRICS
 from augbench.evaluate.suite import SuiteConfig, TaskConfig, load_suite, protocol_config
 from augbench.evaluate.tasks import Context, run_task
+from augbench.files import StorageError, check_writable, write_atomic
 from augbench.models.io import load_encoder
-from augbench.train.checkpoint import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,12 @@ def evaluate(
     weights, and the same task, protocol settings, seed and batch size, by
     `task_fingerprint`) and computes only the rest.
     """
+    check_device(device, "device")
+    if output is not None:
+        output = Path(output)
+        if output.is_dir():
+            raise StorageError(errno.EISDIR, "is a directory; give the CSV file to write", str(output))
+        check_writable(output.parent, "output")  # before any task is computed, not after
     if isinstance(encoder_or_checkpoint, nn.Module):
         encoder, source = encoder_or_checkpoint, f"module:{type(encoder_or_checkpoint).__name__}"
     else:
@@ -134,13 +142,27 @@ def evaluate(
                     "task_fingerprint": fingerprint,
                 })
             if unfinished is not None:
-                write_atomic(lambda file: pd.DataFrame(rows).to_csv(file, index=False), unfinished)
+                _save_records(rows, unfinished)
             context.keep_only(tasks[done + 1 :])
             bar.advance(job)
     records = pd.DataFrame(rows)
     if unfinished is not None:
-        os.replace(unfinished, output)
+        try:
+            os.replace(unfinished, output)
+        except OSError as error:
+            raise StorageError(error.errno, f"could not write the records ({error.strerror}); all {len(rows)} are "
+                               f"in {unfinished}", str(output)) from None
     return records
+
+
+def _save_records(rows: list[dict], unfinished: Path) -> None:
+    """Rewrite the records so far; a failed write leaves the earlier tasks' records in the file as they were."""
+    try:
+        write_atomic(lambda file: pd.DataFrame(rows).to_csv(file, index=False), unfinished)
+    except OSError as error:
+        kept = "those of the earlier tasks are still in it" if unfinished.is_file() else "no record was kept"
+        raise StorageError(error.errno, f"could not write the records ({error.strerror}); {kept}",
+                           str(unfinished)) from None
 
 
 def task_fingerprint(suite: SuiteConfig, task: TaskConfig) -> str:

@@ -46,6 +46,18 @@ class BackboneConfig:
 
     def __post_init__(self):
         self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        if self.name in RESNET_LAYOUTS:
+            return
+        if self.name.startswith("timm:"):
+            if not timm.is_model(self.name.removeprefix("timm:")):
+                raise ValueError(f"name={self.name!r}: timm has no model {self.name.removeprefix('timm:')!r} "
+                                 "(timm.list_models() lists them)")
+        elif self.name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"name={self.name!r} is unknown; accepted: {', '.join(RESNET_LAYOUTS)}, a torchvision "
+                             "classification model (torchvision.models.list_models()) or timm:NAME")
+        if self.width != 1.0 or self.cifar_stem:
+            raise ValueError(f"name={self.name!r}: width and cifar_stem apply to augbench's ResNets "
+                             f"({', '.join(RESNET_LAYOUTS)}) only; set model.width=1.0 model.cifar_stem=false")
 
 
 class Normalize(nn.Module):

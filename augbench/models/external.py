@@ -251,8 +251,8 @@ def _architecture_of(checkpoint: Mapping, state: Mapping[str, Tensor], path: Pat
 def _build(architecture: str, state: Mapping[str, Tensor]) -> tuple[nn.Module, BackboneConfig]:
     library, _, name = architecture.rpartition(":")
     if library == "timm":
-        config = BackboneConfig(name=architecture, cifar_stem=False)
         try:
+            config = BackboneConfig(name=architecture, cifar_stem=False)
             encoder = build_backbone(config)
         except ValueError as error:
             raise ConfigError(f"{architecture}: {error}") from None

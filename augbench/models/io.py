@@ -9,17 +9,18 @@ A Lightning checkpoint (`.ckpt`) of a pretraining run also loads, with
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from augbench.errors import CheckpointError
+from augbench.files import StorageError, check_writable, write_atomic
 from augbench.models.backbones import RESNET_LAYOUTS, BackboneConfig, ResNetBackbone, build_backbone
 from augbench.models.external import is_external, load_external
 
@@ -32,12 +33,24 @@ def save_encoder(encoder: nn.Module, config: BackboneConfig, path: Path, **metad
     """Write atomically: a crash leaves the previous file (or none), never half a file."""
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    partial = path.with_name(path.name + ".partial")
     # An encoder that is more than the backbone (LooC++'s) says in `encoder_metadata` how to rebuild it.
     layout = getattr(encoder, "encoder_metadata", {})
-    save_file(tensors, partial, metadata={"model": json.dumps(asdict(config)), **layout, **metadata})
-    os.replace(partial, path)
-    return path
+    content = safetensors_bytes(tensors, metadata={"model": json.dumps(asdict(config)), **layout, **metadata})
+    return _write_file(path, lambda file: file.write(content), "the encoder")
+
+
+def _write_file(path: Path, save, what: str) -> Path:
+    """write_atomic, its OSError (a full disk) reported as one line naming `path`.
+
+    safetensors' own `save_file` writes in Rust, where a full disk becomes a
+    SafetensorError with the OS error in its text; serialising to bytes and
+    writing them here keeps the OSError.
+    """
+    try:
+        return write_atomic(save, path)
+    except OSError as error:
+        raise StorageError(error.errno, f"could not write {what} ({error.strerror or error}); an earlier file at "
+                           "this path, if any, is unchanged", str(path)) from None
 
 
 def load_encoder(path: str | Path) -> tuple[nn.Module, BackboneConfig]:
@@ -131,6 +144,8 @@ def export_backbone(source: str | Path, format: str, output: str | Path) -> tupl
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format={format!r}: expected one of {EXPORT_FORMATS}")
+    output = Path(output)
+    check_writable(output.parent, "--output")
     encoder, config = load_encoder(source)
     if isinstance(encoder, ResNetBackbone):
         _check_exportable_resnet(source, config, format)
@@ -142,16 +157,13 @@ def export_backbone(source: str | Path, format: str, output: str | Path) -> tupl
         raise CheckpointError(f"{source}: a {type(encoder).__name__} ({config.name}) has no {format} counterpart; "
                               f"{format} export covers augbench's ResNets ({', '.join(RESNET_LAYOUTS)})")
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
     if output.suffix == ".safetensors":
         metadata = {"format": format, "model": config.name, "mean": json.dumps(config.mean),
                     "std": json.dumps(config.std)}
-        save_file(state, partial, metadata=metadata)
+        content = safetensors_bytes(state, metadata=metadata)
+        _write_file(output, lambda file: file.write(content), f"the {format} state dict")
     else:
-        torch.save(state, partial)
-    os.replace(partial, output)
+        _write_file(output, lambda file: torch.save(state, file), f"the {format} state dict")
     return output, config
 
 

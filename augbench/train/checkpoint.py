@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from augbench.errors import CheckpointError
+from augbench.files import write_atomic
 
 
 def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
@@ -48,27 +48,6 @@ def _reason(error: Exception) -> str:
         return f"it asks for something other than tensors and plain data ({refused.group(1).strip()})"
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(error).__name__}: {first_line}"
-
-
-def write_atomic(save: Any, path: str | Path) -> Path:
-    """Run `save(file)` on `<path>.partial`, sync it, then rename it over `path`.
-
-    On any error (ENOSPC included) the partial file is removed and `path`,
-    if it existed, is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "wb") as file:
-            save(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -20,8 +20,6 @@ features are detached, so the encoder trains exactly as without it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -31,39 +29,7 @@ from torch.utils.data import Dataset
 from augbench.errors import ConfigError
 from augbench.evaluate.features import extract_features
 from augbench.evaluate.protocols import KNNConfig, knn_predict
-
-
-@dataclass
-class MonitorConfig:
-    """`label`: the dataset's class label the kNN reads (Shapes World: `shape`, `hue_bin`, ...; datasets on disk:
-    `class`); null turns the monitor off. `k` and `temperature` are the kNN protocol's; `max_bank_images` labelled
-    train images form the bank and `max_val_images` val images are classified, both drawn once with `seed`.
-    `knn: false` leaves the kNN out. `online_linear` trains the online linear classifier at `online_linear_lr`
-    (null: 0.1 under SGD or LARS, 0.001 under AdamW; not scaled by the batch size), without weight decay."""
-
-    label: str | None = None
-    knn: bool = True
-    online_linear: bool = False
-    online_linear_lr: float | None = None
-    every_n_epochs: int = 1
-    k: int = 20
-    temperature: float = 0.07
-    max_bank_images: int = 10_000
-    max_val_images: int = 2_000
-    batch_size: int = 512
-
-    def __post_init__(self):
-        for key in ("every_n_epochs", "k", "max_bank_images", "max_val_images", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}={getattr(self, key)}: must be positive")
-        if self.online_linear and self.label is None:
-            raise ValueError("online_linear=true: set label to the class label the classifier learns")
-        if self.online_linear_lr is not None and self.online_linear_lr <= 0:
-            raise ValueError(f"online_linear_lr={self.online_linear_lr}: must be positive")
-
-    @property
-    def enabled(self) -> bool:
-        return self.label is not None and (self.knn or self.online_linear)
+from augbench.train.config import MonitorConfig
 
 
 class ProbeMonitor(Callback):

@@ -3,7 +3,8 @@
 A run lives in `output_dir/name/`:
 
     config.yaml           the resolved config
-    status.json           {"state": "running" | "failed" | "finished", ...}
+    status.json           {"state": "running" | "failed" | "preempted" | "finished", ...}
+    .lock                 held (flock) by the process training the run; a second one is refused
     checkpoints/          one Lightning checkpoint per epoch, the latest of every
                           `trainer.checkpoint_every_n_steps` steps, and last.ckpt
     logs/csv/metrics.csv  and logs/tensorboard/: the logged losses, and with
@@ -11,7 +12,10 @@ A run lives in `output_dir/name/`:
     encoder.safetensors   the trained backbone, written once training finished
 
 A directory whose status is not "finished" did not finish; running the same
-config again resumes it from checkpoints/last.ckpt. A checkpoint holds the
+config again resumes it from the checkpoint with the most steps (last.ckpt,
+unless a kill came between another checkpoint's write and its own). SIGTERM
+(preemption) ends training after the current step, saves last.ckpt there,
+marks the run "preempted" and raises PreemptedError. A checkpoint holds the
 model with its EMA target and queues, the optimiser, the schedule, the RNG
 states and the data order's position, so with `trainer.deterministic=true` a
 run killed at any step and resumed ends with the same weights, bit for bit on
@@ -21,7 +25,6 @@ renamed, and read with `torch.load(weights_only=True)` (see checkpoint.py).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
@@ -29,7 +32,7 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,170 +42,41 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
 import augbench
-from augbench.augment.looc import LOOC_RECIPES
 from augbench.augment.ops import compile_hue_rotation
-from augbench.augment.recipes import AugmentConfig, build_recipe
-from augbench.config import ConfigError, changed_keys, compose, read_sources, to_yaml
-from augbench.data import DATASETS, ImageDataset, dataset_config_type, load_split
-from augbench.errors import DivergedError
-from augbench.methods import build_method, method_config_type
+from augbench.augment.recipes import build_recipe
+from augbench.config import ConfigError, to_yaml
+from augbench.data import ImageDataset, load_split
+from augbench.errors import DivergedError, PreemptedError
+from augbench.files import RunLock, check_writable, write_atomic
+from augbench.methods import build_method
 from augbench.methods.base import Method
-from augbench.methods.hai import HAIConfig
-from augbench.methods.looc import LooCConfig
-from augbench.models.backbones import BackboneConfig, build_backbone
+from augbench.models.backbones import build_backbone
 from augbench.models.io import ENCODER_FILE, save_encoder
-from augbench.models.taps import NUM_STAGES
-from augbench.train.checkpoint import AtomicCheckpointIO, write_atomic
+from augbench.train.checkpoint import AtomicCheckpointIO
+from augbench.train.config import (  # noqa: F401  (re-exported: augbench.train.pretrain is where users look)
+    CONFIG_FILE,
+    STATUS_FILE,
+    PretrainConfig,
+    TrainerConfig,
+    WandbConfig,
+    check_runnable,
+    config_changes,
+    load_config,
+    read_status,
+    resolve_precision,
+)
 from augbench.train.memory import keep_freed_memory
 from augbench.train.module import PretrainModule
-from augbench.train.monitor import MonitorConfig, ProbeMonitor
-from augbench.train.optim import OptimConfig
+from augbench.train.monitor import ProbeMonitor
 from augbench.train.sampler import ResumableBatchSampler
 
-STATUS_FILE = "status.json"
-CONFIG_FILE = "config.yaml"
-
-
-@dataclass
-class TrainerConfig:
-    """Lightning settings. `batch_size` is global: each of the devices × nodes processes an equal share.
-
-    Distributed training: `devices` per node, `num_nodes`, `strategy=ddp` and
-    `sync_batchnorm` (BatchNorm statistics over the global batch; CUDA only in
-    torch). `checkpoint_every_n_steps` (0: off) keeps the latest step
-    checkpoint for resuming preempted runs. `collapse_threshold` is the
-    embedding std below which training warns of representation collapse.
-    `precision` is Lightning's, or `auto`: bf16 autocast where the device
-    multiplies bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
-    AMX), fp32 elsewhere, where bf16 is emulated and slower than fp32.
-    `keep_freed_memory` keeps freed host memory in the process for the next
-    step instead of returning it to the kernel (glibc only; see
-    `augbench.train.memory`); it applies to the whole process.
-    `compile_augmentation` fuses the colour jitter's hue rotation into one
-    torch.compile'd kernel on CPU images of 64 px and more (15-25 s of
-    compilation once per process, then 1.2-1.5x faster augmentation; see
-    `augbench.augment.ops.shift_hue`); it too applies to the whole process.
-    `compile_model` runs the backbone and its momentum copies through
-    torch.compile (see `augbench.train.module.compile_backbones`): it fuses
-    BatchNorm, ReLU and residual adds around the convolutions, once per run
-    at its first steps (about a minute on two CPU cores). Methods that run
-    their backbone stage by stage (HAI, LooC++) refuse it.
-    """
-
-    max_epochs: int = 100
-    max_steps: int = -1
-    batch_size: int = 256
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    num_workers: int = 0
-    log_every_n_steps: int = 10
-    checkpoint_every_n_epochs: int = 1
-    checkpoint_every_n_steps: int = 100
-    sync_batchnorm: bool = False
-    collapse_threshold: float = 0.01
-    deterministic: bool = False
-    channels_last: bool = True
-    progress_bar: bool = True
-    keep_freed_memory: bool = True
-    compile_augmentation: bool = True
-    compile_model: bool = False
-
-    def __post_init__(self):
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size={self.batch_size}: contrastive batches need at least 2 images")
-        if self.max_epochs < 1 and self.max_steps < 1:
-            raise ValueError("set max_epochs or max_steps to a positive number")
-        if self.checkpoint_every_n_steps < 0:
-            raise ValueError(f"checkpoint_every_n_steps={self.checkpoint_every_n_steps}: must be 0 (off) or positive")
-
-
-@dataclass
-class WandbConfig:
-    """Weights & Biases logging beside the CSV and TensorBoard logs (`pip install 'augbench[wandb]'`).
-
-    The W&B run is named after the run and carries its whole config; its id is
-    kept in `logs/wandb_run_id`, so a resumed run goes on logging into the same
-    W&B run. `offline`: write it under `logs/wandb/` without network or
-    account, for `wandb sync` later.
-    """
-
-    enabled: bool = False
-    project: str = "augbench"
-    entity: str | None = None
-    offline: bool = False
-    tags: list[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        if self.enabled and importlib.util.find_spec("wandb") is None:
-            raise ValueError("enabled=true: the wandb package is not installed; pip install 'augbench[wandb]'")
-
-
-@dataclass
-class PretrainConfig:
-    name: str = "pretrain"
-    seed: int = 0
-    output_dir: str = "runs"
-    data: Any = field(default_factory=lambda: {"name": "shapes_world"})
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: BackboneConfig = field(default_factory=BackboneConfig)
-    method: Any = field(default_factory=lambda: {"name": "siamese"})
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-
-    def __post_init__(self):
-        # Checked here, before data and models are built, not at the first training step or epoch end.
-        known = DATASETS[self.data.name].labels
-        if self.monitor.label is not None and self.monitor.label not in known:
-            raise ValueError(f"monitor.label={self.monitor.label!r} is not a label of {self.data.name}; known: "
-                             f"{list(known)}")
-        if self.monitor.online_linear and isinstance(self.method, HAIConfig) and self.method.stages[-1] != NUM_STAGES:
-            raise ValueError(f"monitor.online_linear=true reads the encoder's features, which HAI computes only with "
-                             f"stage {NUM_STAGES} tapped; method.stages={list(self.method.stages)}")
-        if self.augment.background != "none" and "foreground" not in known:
-            raise ValueError(f"augment.background={self.augment.background!r} replaces each view's background, "
-                             f"which needs the dataset's object masks; {self.data.name} has none (shapes_world has)")
-        if self.trainer.sync_batchnorm and getattr(self.method, "shuffle_bn", 0) > 1:
-            raise ValueError(f"trainer.sync_batchnorm=true makes BatchNorm statistics global, which undoes "
-                             f"method.shuffle_bn={self.method.shuffle_bn}; choose one (MoCo v2+ and BYOL use SyncBN)")
-        stagewise = _runs_backbone_by_stage(self.method)
-        if self.trainer.compile_model and stagewise:
-            raise ValueError(f"trainer.compile_model=true compiles the backbone's forward, which {stagewise} never "
-                             "calls: it runs the backbone stage by stage; set trainer.compile_model=false")
-        # LooC's heads (one embedding space per augmentation) and its recipe's keys (one per augmentation) are
-        # built from two lists.
-        if not isinstance(self.method, LooCConfig):
-            return
-        if self.augment.recipe not in LOOC_RECIPES:
-            raise ValueError(f"method.name=looc needs a leave-one-out recipe, augment.recipe one of "
-                             f"{sorted(LOOC_RECIPES)}, not {self.augment.recipe!r}")
-        if list(self.method.augmentations) != list(self.augment.augmentations):
-            raise ValueError(f"method.augmentations={list(self.method.augmentations)} and augment.augmentations="
-                             f"{list(self.augment.augmentations)} differ: LooC embeds one space per key of its recipe, "
-                             "in order; set method.augmentations to ${augment.augmentations}, as the presets do")
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
-
-
-def _runs_backbone_by_stage(method) -> str | None:
-    """The setting under which `method` reads the backbone's stages rather than calling its forward, if any."""
-    if isinstance(method, HAIConfig):
-        return "method.name=hai"
-    if isinstance(method, LooCConfig) and method.representation == "looc++":
-        return "method.representation=looc++"
-    return None
-
+logger = logging.getLogger(__name__)
 
 @dataclass
 class Run:
@@ -212,19 +86,6 @@ class Run:
     config: PretrainConfig
     encoder: nn.Module
     metrics: dict[str, float]
-
-
-def load_config(
-    paths: str | Path | Sequence[str | Path] = (), overrides: Sequence[str] = ()
-) -> tuple[PretrainConfig, DictConfig]:
-    """Compose a pretraining config from YAML files (each with its `base:` files) and dot-list overrides."""
-    polymorphic = {"data": dataset_config_type, "method": method_config_type}
-    return compose(PretrainConfig, read_sources(paths, overrides), polymorphic)
-
-
-def read_status(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -237,25 +98,6 @@ def _mark(run_dir: Path, state: str, **info) -> None:
     _write_atomic(run_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
 
 
-# Keys that change what a run shows, not what it trains: a resumed run may change them.
-DISPLAY_KEYS = ("trainer.progress_bar", "wandb.")
-
-
-def config_changes(stored: Path, config: PretrainConfig) -> list[str]:
-    """The keys at which `config` differs from the run config stored in the file `stored`, display keys aside.
-
-    The stored file is read through today's config classes, so a key added to
-    augbench since that run started takes its default on both sides instead
-    of counting as a change that would refuse the resume.
-    """
-    try:
-        previous, _ = load_config(stored)
-    except ConfigError as error:
-        return [f"(it no longer loads: {error})"]
-    as_dict = [OmegaConf.to_container(OmegaConf.create(to_yaml(c))) for c in (previous, config)]
-    return [key for key in changed_keys(*as_dict) if not key.startswith(DISPLAY_KEYS)]
-
-
 def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
     """Create or reopen the run directory; return the checkpoint to resume from, if any."""
     run_dir = config.run_dir
@@ -265,8 +107,8 @@ def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
             f"{run_dir}: holds a finished run; evaluate it with `augbench evaluate {run_dir}` "
             "or choose another name= / output_dir="
         )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if (run_dir / CONFIG_FILE).is_file() and last.is_file():
+    newest = newest_checkpoint(run_dir / "checkpoints")
+    if (run_dir / CONFIG_FILE).is_file() and newest is not None:
         changed = config_changes(run_dir / CONFIG_FILE, config)
         if changed:
             raise ConfigError(
@@ -274,10 +116,30 @@ def _prepare_run_dir(config: PretrainConfig, config_yaml: str) -> Path | None:
                 "choose another name= to start afresh"
             )
         rank_zero_only(_write_atomic)(run_dir / CONFIG_FILE, config_yaml)  # with today's keys and display settings
-        return last
+        return newest
     run_dir.mkdir(parents=True, exist_ok=True)
     rank_zero_only(_write_atomic)(run_dir / CONFIG_FILE, config_yaml)
     return None
+
+
+def newest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint of `directory` with the most optimiser steps (last.ckpt among equals), or None.
+
+    last.ckpt is normally the newest, but a kill between a step or epoch
+    checkpoint's write and last.ckpt's leaves last.ckpt behind it, or absent
+    the first time. Every `.ckpt` here is whole (written by rename), so any
+    may be resumed from; a file that does not load is passed over. Each is
+    opened with mmap, which reads its small pickle and not its tensors.
+    """
+    candidates = []
+    for path in directory.glob("*.ckpt") if directory.is_dir() else ():
+        try:
+            step = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        except Exception as error:  # torch raises several types for an unreadable file; none is resumable
+            logger.warning("%s: passed over for resuming, it does not load (%s)", path, type(error).__name__)
+            continue
+        candidates.append((int(step), path.name == "last.ckpt", path))
+    return max(candidates)[2] if candidates else None
 
 
 class _TrainData(L.LightningDataModule):
@@ -324,8 +186,19 @@ def pretrain(config: PretrainConfig | str | Path | Sequence[str | Path], overrid
         config, _ = load_config(config, overrides)
     elif overrides:
         raise ValueError("overrides apply to a config file; edit the PretrainConfig object directly instead")
-    config_yaml = to_yaml(config)
-    resume_from = _prepare_run_dir(config, config_yaml)
+    check_runnable(config)
+    check_writable(config.run_dir, "output_dir")
+    # One process per run directory: under DDP the other ranks run this function too, and rank 0 holds the lock.
+    lock = RunLock(config.run_dir).acquire() if rank_zero_only.rank == 0 else None
+    try:
+        return _pretrain(config, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback]) -> Run:
+    resume_from = _prepare_run_dir(config, to_yaml(config))
     run_dir = config.run_dir
     resumed = {"resumed_from": str(resume_from)} if resume_from else {}
     _mark(run_dir, "running", **resumed)
@@ -370,25 +243,37 @@ def pretrain(config: PretrainConfig | str | Path | Sequence[str | Path], overrid
         encoder = method.encoder().eval()
         if trainer.is_global_zero:
             save_encoder(encoder, config.model, run_dir / ENCODER_FILE, method=config.method.name, run=config.name)
+    except SIGTERMException:
+        # Lightning's answer to SIGTERM (preemption, `timeout`, `docker stop`) is a bare SystemExit: exit status 0,
+        # as if the run had finished. _CheckpointOnSigterm has saved last.ckpt at the step the signal ended.
+        last = run_dir / "checkpoints" / "last.ckpt"
+        _mark(run_dir, "preempted", step=trainer.global_step, checkpoint=str(last), **resumed)
+        raise PreemptedError(f"{run_dir}: stopped by SIGTERM at step {trainer.global_step}; its checkpoint is {last}, "
+                        "and the same command resumes it") from None
     except BaseException as error:
-        _mark(run_dir, "failed", error=f"{type(error).__name__}: {error}", **resumed)
+        try:
+            _mark(run_dir, "failed", error=f"{type(error).__name__}: {error}", **resumed)
+        except OSError as status_error:  # a full or read-only disk: the error that stopped the run is the news
+            logger.warning("could not record the failure in %s: %s", run_dir / STATUS_FILE, status_error)
         raise
     _mark(run_dir, "finished", metrics=metrics, steps=trainer.global_step, **resumed)
     return Run(run_dir, config, encoder, metrics)
 
 
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """Lightning's precision for `precision`, with `auto` resolved for the device `accelerator` picks."""
-    if precision != "auto":
-        return precision
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if on_gpu:
-        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    else:
-        # torch.cpu exposes the CPU's bf16 units only through these private probes; without them, assume none.
-        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        native = any(probe() for probe in probes if probe is not None)
-    return "bf16-mixed" if native else "32-true"
+class _CheckpointOnSigterm(Callback):
+    """Saves last.ckpt when SIGTERM ends training, so a preempted run resumes from the step it reached.
+
+    Lightning raises SIGTERMException only after a whole optimiser step (the
+    end of `on_advance_end`), so the state saved here is the same kind of
+    step-boundary state as ModelCheckpoint's and resumes bit-exactly.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
 
 
 # Lightning's messages about its own internals, its advertising, and choices augbench makes on purpose (the module,
@@ -398,6 +283,9 @@ _LIGHTNING_NOISE = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
     r"It is recommended to use `self.log\('monitor/",
+    # Lightning cannot see that ResumableBatchSampler's position travels in the data module's state, so it warns on
+    # every mid-epoch resume that the order will not resume; it does, bit for bit (tests/train/test_resume.py).
+    r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
 )
 
 
@@ -486,6 +374,7 @@ def _build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Seque
             enable_version_counter=False,  # both callbacks write last.ckpt: it is always the newest checkpoint
         ),
         LearningRateMonitor(logging_interval="step"),
+        _CheckpointOnSigterm(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if settings.checkpoint_every_n_steps:
         callbacks.append(ModelCheckpoint(
