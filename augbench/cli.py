@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 
 from augbench import __version__
-from augbench.errors import AugbenchError
+from augbench.errors import AugbenchError, AugbenchWarning
 
 console = Console()
 
@@ -41,9 +42,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     # For an ARCH@FILE spec (augbench.models.external) the results go beside FILE.
     weights = args.checkpoint if Path(args.checkpoint).exists() else args.checkpoint.rpartition("@")[2]
     output = args.output or _default_output(Path(weights), args.suite)
-    results = evaluate(args.checkpoint, args.suite, overrides=args.overrides, device=args.device, output=output)
+    results = evaluate(args.checkpoint, args.suite, overrides=args.overrides, device=args.device, output=output,
+                       allow_unfinished=args.allow_unfinished)
     console.print(results_table(results, title=f"{args.checkpoint} · suite {args.suite}"))
     console.print(f"{len(results)} records written to {output}")
+    if len(results) and results["weights"].iloc[0] == "mid-training":
+        step, epoch = results["weights_step"].iloc[0], results["weights_epoch"].iloc[0]
+        console.print(f"[yellow]these are the weights of step {step} (epoch {epoch}), from mid-training: the records "
+                      "say so in their weights, weights_step and weights_epoch columns[/]", highlight=False)
 
 
 def _default_output(checkpoint: Path, suite: str) -> Path:
@@ -115,6 +121,16 @@ def _export(args: argparse.Namespace) -> None:
                   f"normalise inputs with mean={list(config.mean)} std={list(config.std)}")
 
 
+_python_format_warning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """`warning: MESSAGE` for augbench's warnings about its inputs; Python's format (file, line, source) for others."""
+    if issubclass(category, AugbenchWarning):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="augbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"augbench {__version__}")
@@ -133,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", type=Path, help="CSV of one record per task and protocol (default: "
                           "<run dir>/evaluation_<suite>.csv, or beside the checkpoint file)")
     evaluate.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda if available)")
+    evaluate.add_argument("--allow-unfinished", action="store_true", help="evaluate a run that did not finish "
+                          "(running, failed, preempted) from its last checkpoint; the records say the weights are "
+                          "from mid-training")
     evaluate.add_argument("overrides", nargs="*", help="dot-list overrides of the suite, e.g. knn.k=200")
     evaluate.set_defaults(run=_evaluate)
 
@@ -188,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     # augbench's own log lines (e.g. the load report of a checkpoint from another codebase) go to the console.
+    warnings.formatwarning = _format_warning  # augbench's own warnings as one line each
     library_log = logging.getLogger("augbench")
     if not library_log.handlers:
         library_log.addHandler(RichHandler(console=console, show_time=False, show_path=False))
