@@ -6,13 +6,14 @@ import argparse
 import errno
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 
 from augbench import __version__
-from augbench.errors import AugbenchError, PreemptedError
+from augbench.errors import AugbenchError, AugbenchWarning, PreemptedError
 
 # The operating system's refusals to store a file: one line naming the path, not a traceback.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
@@ -58,9 +59,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     from augbench.analysis.tables import results_table
     from augbench.evaluate.evaluate import evaluate
 
-    results = evaluate(args.checkpoint, args.suite, overrides=args.overrides, device=args.device, output=output)
+    results = evaluate(args.checkpoint, args.suite, overrides=args.overrides, device=args.device, output=output,
+                       allow_unfinished=args.allow_unfinished)
     console.print(results_table(results, title=f"{args.checkpoint} · suite {args.suite}"))
     console.print(f"{len(results)} records written to {output}")
+    if len(results) and results["weights"].iloc[0] == "mid-training":
+        step, epoch = results["weights_step"].iloc[0], results["weights_epoch"].iloc[0]
+        console.print(f"[yellow]these are the weights of step {step} (epoch {epoch}), from mid-training: the records "
+                      "say so in their weights, weights_step and weights_epoch columns[/]", highlight=False)
 
 
 def _default_output(checkpoint: Path, suite: str) -> Path:
@@ -153,6 +159,16 @@ def _export(args: argparse.Namespace) -> None:
                   f"normalise inputs with mean={list(config.mean)} std={list(config.std)}")
 
 
+_python_format_warning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """`warning: MESSAGE` for augbench's warnings about its inputs; Python's format (file, line, source) for others."""
+    if issubclass(category, AugbenchWarning):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="augbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"augbench {__version__}")
@@ -171,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", type=Path, help="CSV of one record per task and protocol (default: "
                           "<run dir>/evaluation_<suite>.csv, or beside the checkpoint file)")
     evaluate.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda if available)")
+    evaluate.add_argument("--allow-unfinished", action="store_true", help="evaluate a run that did not finish "
+                          "(running, failed, preempted) from its last checkpoint; the records say the weights are "
+                          "from mid-training")
     evaluate.add_argument("overrides", nargs="*", help="dot-list overrides of the suite, e.g. knn.k=200")
     evaluate.set_defaults(run=_evaluate)
 
@@ -232,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     # augbench's own log lines (e.g. the load report of a checkpoint from another codebase) go to the console.
+    warnings.formatwarning = _format_warning  # augbench's own warnings as one line each
     library_log = logging.getLogger("augbench")
     if not library_log.handlers:
         library_log.addHandler(RichHandler(console=console, show_time=False, show_path=False))

@@ -47,7 +47,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from augbench.data.dataset import SPLITS, ImageDataset
 from augbench.data.decode import decode_image
-from augbench.errors import DataError
+from augbench.errors import DataError, DataWarning
 
 RESIZE_MODES = ("center_crop", "stretch")
 
@@ -65,7 +65,9 @@ class DiskConfig:
     `num_workers`: decoding threads. `max_memory_gb`: refuse a split whose
     images would take more (null: half the machine's RAM). `lazy`: decode
     and resize each image when it is read (see `LazyImageDataset`) instead
-    of on load.
+    of on load. `strict_decoding`: a JPEG that libjpeg decodes only with a
+    corrupt-data warning counts as undecodable (see `augbench.data.decode`);
+    false accepts it with whatever pixels libjpeg fills in.
     """
 
     name: str = MISSING
@@ -79,6 +81,7 @@ class DiskConfig:
     num_workers: int = 8
     max_memory_gb: float | None = None
     lazy: bool = False
+    strict_decoding: bool = True
 
     def __post_init__(self):
         if self.lazy and self.skip_bad_images:
@@ -466,10 +469,13 @@ def _list_stl10(config: Stl10Config) -> _Listing:
 
 class _ChosenClasses(tvd.ImageFolder):
     """torchvision's ImageFolder over only the class folders `classes` (all of them when empty): the others are
-    never listed, which matters when 100 classes are read from ImageNet's 1,000."""
+    never listed, which matters when 100 classes are read from ImageNet's 1,000. Its files are listed by
+    `_list_class_files`, which follows directory links as torchvision does but never twice; `real_paths[i]` is
+    the file `samples[i]` names, links resolved."""
 
     def __init__(self, root: Path, classes: list[str]):
         self.chosen = sorted(classes)
+        self.real_paths: list[str] = []
         super().__init__(str(root), loader=str)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
@@ -481,14 +487,127 @@ class _ChosenClasses(tvd.ImageFolder):
                             f"classes, e.g. {_preview(missing)}")
         return self.chosen, {name: index for index, name in enumerate(self.chosen)}
 
+    def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions=None, is_valid_file=None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        extensions = extensions or tvd.folder.IMG_EXTENSIONS
+        samples, self.real_paths = _list_class_files(Path(directory), class_to_idx, extensions, allow_empty)
+        return samples
 
-def _image_folder_samples(directory: Path, config: ImageFolderConfig) -> tuple[_Samples, list[str]]:
+
+def _list_class_files(directory: Path, class_to_idx: dict[str, int], extensions: tuple[str, ...],
+                      allow_empty: bool = False) -> tuple[list[tuple[str, int]], list[str]]:
+    """The image files under each class folder, as (path, class index), and each file's real path.
+
+    The order is torchvision's `make_dataset`'s (classes sorted, then folders by path, then file names), and
+    so are the labels: a file is labelled by the class folder it is reached from. Directory links are followed,
+    as torchvision's `os.walk(followlinks=True)` does, but never into a folder already listed: a link back to
+    a folder that contains it (`circle/loop -> ..`) would list the same images again and again, labelled by
+    whichever class folder the loop was entered from, until the path grows too long. Such a link, or a second
+    link to a folder already listed, is not followed, with a warning naming it. A link that would bring
+    another class's images under this class, or one file reached from two class folders, would change labels:
+    a DataError names both paths. A file reached twice within one class is listed once, with a warning.
+    """
+    root_real = os.path.realpath(directory)
+    class_dirs = {name: os.path.realpath(directory / name) for name in sorted(class_to_idx)}
+    for (first, first_real), (second, second_real) in _pairs(class_dirs):
+        if _within(first_real, second_real) or _within(second_real, first_real):
+            raise DataError(f"{directory / first} and {directory / second} lead to the same files ({first_real}, "
+                            f"{second_real}): their images would be labelled {first!r} and {second!r} alike")
+    owners: dict[str, tuple[str, str]] = {}  # real file path -> (listed path, class)
+    samples, real_paths, duplicates = [], [], []
+    for name, real_dir in class_dirs.items():
+        if not os.path.isdir(directory / name):
+            continue
+        folders = []  # (path, real path, file entries)
+        listed = {real_dir}
+        stack = [(str(directory / name), real_dir, (real_dir,))]
+        while stack:
+            top, top_real, ancestors = stack.pop()
+            try:
+                with os.scandir(top) as scan:
+                    entries = list(scan)
+            except OSError:  # unreadable: os.walk passes over it too
+                continue
+            files = []
+            for entry in entries:
+                if not _is_dir(entry):
+                    files.append(entry)
+                    continue
+                real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(top_real, entry.name)
+                other = next((c for c, d in class_dirs.items() if c != name and _within(real, d)), None)
+                if real in ancestors or _within(root_real, real):
+                    _warn_link(entry.path, real, f"a loop back to {real}, which holds it; its images would be "
+                                                 f"listed again under {name!r} without end")
+                elif other is not None:
+                    raise DataError(f"{entry.path} -> {os.readlink(entry.path)}: leads into class folder {other!r} "
+                                    f"({real}), so its images would be labelled {name!r} as well as {other!r}; "
+                                    "remove the link or move the images")
+                elif real in listed:
+                    _warn_link(entry.path, real, f"leads to {real}, whose images are already listed under {name!r}")
+                else:
+                    listed.add(real)
+                    stack.append((entry.path, real, (*ancestors, real)))
+            folders.append((top, top_real, files))
+        for top, top_real, files in sorted(folders, key=lambda folder: folder[0]):
+            for entry in sorted(files, key=lambda file: file.name):
+                path = os.path.join(top, entry.name)
+                if not tvd.folder.has_file_allowed_extension(path, extensions):
+                    continue
+                real = os.path.realpath(path) if entry.is_symlink() else os.path.join(top_real, entry.name)
+                if real in owners:
+                    first, first_class = owners[real]
+                    if first_class != name:
+                        raise DataError(f"{path} and {first} are one file ({real}) in class folders {first_class!r} "
+                                        f"and {name!r}: it cannot have both labels; remove one of them")
+                    duplicates.append((path, first))
+                    continue
+                owners[real] = (path, name)
+                samples.append((path, class_to_idx[name]))
+                real_paths.append(real)
+    if duplicates:
+        path, first = duplicates[0]
+        warnings.warn(f"{directory}: {len(duplicates)} image file(s) are reached through two paths (e.g. {path} is "
+                      f"{first}); each is listed once", DataWarning, stacklevel=2)
+    empty = sorted(set(class_to_idx) - {owner for _, owner in owners.values()})
+    if empty and not allow_empty:
+        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}. "
+                                f"Supported extensions are: {', '.join(extensions)}")
+    return samples, real_paths
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links, as os.walk(followlinks=True) does; a broken link is a file
+    except OSError:
+        return False
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies inside it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _pairs(items: dict[str, str]) -> Iterator[tuple[tuple[str, str], tuple[str, str]]]:
+    listed = list(items.items())
+    for i, first in enumerate(listed):
+        for second in listed[i + 1 :]:
+            yield first, second
+
+
+def _warn_link(link: str, real: str, why: str) -> None:
+    warnings.warn(f"not following the directory link {link} -> {os.readlink(link)}: {why}", DataWarning,
+                  stacklevel=3)
+
+
+def _image_folder_samples(directory: Path, config: ImageFolderConfig) -> tuple[_Samples, list[str], list[str]]:
+    """The samples under `directory`, its class names, and each sample's real path."""
     try:
         folder = _ChosenClasses(directory, config.classes)
     except FileNotFoundError as error:  # torchvision: "Couldn't find any class folder" / "Found no valid file"
         raise DataError(f"data.path={config.path}: {error} (expected {directory}/CLASS/IMAGE files)") from None
     files = [Path(path) for path, _ in folder.samples]
-    return _Samples({"class": np.asarray(folder.targets, dtype=np.int64)}, files=files), folder.classes
+    samples = _Samples({"class": np.asarray(folder.targets, dtype=np.int64)}, files=files)
+    return samples, folder.classes, folder.real_paths
 
 
 def _list_image_folder(config: ImageFolderConfig) -> _Listing:
@@ -498,17 +617,23 @@ def _list_image_folder(config: ImageFolderConfig) -> _Listing:
                         f"PATH/{config.train_dir}/CLASS/IMAGE and PATH/{config.test_dir}/CLASS/IMAGE)")
     split_dirs = [(path / config.train_dir).is_dir(), (path / config.test_dir).is_dir()]
     if all(split_dirs):
-        train, classes = _image_folder_samples(path / config.train_dir, config)
-        test, test_classes = _image_folder_samples(path / config.test_dir, config)
+        train, classes, train_real = _image_folder_samples(path / config.train_dir, config)
+        test, test_classes, test_real = _image_folder_samples(path / config.test_dir, config)
         if test_classes != classes:
             raise DataError(f"{path / config.test_dir}: its class folders {_preview(test_classes)} differ from "
                             f"{path / config.train_dir}'s {_preview(classes)}")
+        shared = set(train_real) & set(test_real)
+        if shared:
+            example = next(real for real in test_real if real in shared)
+            raise DataError(f"{train.files[train_real.index(example)]} and {test.files[test_real.index(example)]} are "
+                            f"one file ({example}), and {len(shared)} such file(s) are in both {config.train_dir}/ "
+                            f"and {config.test_dir}/: test images must not be trained on; remove them from one side")
         return _Listing({"train": train, "test": test}, {"class": classes})
     if any(split_dirs):
         present, absent = (config.train_dir, config.test_dir) if split_dirs[0] else (config.test_dir, config.train_dir)
         raise DataError(f"data.path={path}: has {present}/ but no {absent}/ (set train_dir / test_dir, or point "
                         "data.path at a single PATH/CLASS/IMAGE tree)")
-    samples, classes = _image_folder_samples(path, config)
+    samples, classes, _ = _image_folder_samples(path, config)
     return _Listing({"train": samples}, {"class": classes})
 
 
@@ -701,7 +826,7 @@ def _fit_arrays(arrays: np.ndarray, config: DiskConfig) -> Tensor:
 
 
 def _decode_file(path: Path, config: DiskConfig) -> Tensor:
-    return _fit(decode_image(path, min_size=config.image_size), config)
+    return _fit(decode_image(path, min_size=config.image_size, strict=config.strict_decoding), config)
 
 
 def _decode_files(files: list[Path], config: DiskConfig) -> tuple[list[Tensor | None], list[tuple[str, str]]]:
@@ -737,7 +862,7 @@ def _materialise(samples: _Samples, config: DiskConfig, split: str, classes: dic
         labels = {name: values[keep] for name, values in labels.items()}
         if skipped:
             warnings.warn(f"{config.name} {split}: skipped {len(skipped)} undecodable image(s) of {len(decoded)}, "
-                          f"first {skipped[0][1]}", stacklevel=3)
+                          f"first {skipped[0][1]}", DataWarning, stacklevel=3)
     return DiskImageDataset(config.name, split, images.contiguous(), labels, classes, skipped=skipped)
 
 

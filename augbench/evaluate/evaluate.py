@@ -32,7 +32,7 @@ from augbench.evaluate.metrics import METRICS
 from augbench.evaluate.suite import SuiteConfig, TaskConfig, load_suite, protocol_config
 from augbench.evaluate.tasks import Context, run_task
 from augbench.files import StorageError, check_writable, write_atomic
-from augbench.models.io import load_encoder
+from augbench.models.io import check_finite, read_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def evaluate(
     overrides: Sequence[str] = (),
     progress: bool = True,
     output: str | Path | None = None,
+    allow_unfinished: bool = False,
 ) -> pd.DataFrame:
     """Evaluate a frozen encoder on every task of `suite`; one row per (task, protocol).
 
@@ -74,6 +75,14 @@ def evaluate(
     records of every task it would compute the same way (the same encoder
     weights, and the same task, protocol settings, seed and batch size, by
     `task_fingerprint`) and computes only the rest.
+
+    A run directory whose run did not finish (no encoder file, only a
+    checkpoint from mid-training) is refused unless `allow_unfinished`. Every
+    record says where its weights come from: `weights` is "final",
+    "mid-training" (a checkpoint before the end of training, with
+    `weights_step` and `weights_epoch`), "external" (another codebase's
+    file or a spec) or "module" (an encoder passed in); weights with a NaN or
+    infinite value are refused before any task runs.
     """
     check_device(device, "device")
     if output is not None:
@@ -83,9 +92,15 @@ def evaluate(
         check_writable(output.parent, "output")  # before any task is computed, not after
     if isinstance(encoder_or_checkpoint, nn.Module):
         encoder, source = encoder_or_checkpoint, f"module:{type(encoder_or_checkpoint).__name__}"
+        check_finite(encoder.state_dict(), source)
+        origin = {"weights": "module", "step": None, "epoch": None}
     else:
-        encoder, _ = load_encoder(encoder_or_checkpoint)
+        encoder, _, origin = read_encoder(encoder_or_checkpoint, allow_unfinished=allow_unfinished)
         source = str(encoder_or_checkpoint)
+    if origin["weights"] == "mid-training":
+        logger.warning("%s: evaluating weights from mid-training (step %s, epoch %s); the records say so", source,
+                       origin["step"], origin["epoch"])
+    weights = {"weights": origin["weights"], "weights_step": origin["step"], "weights_epoch": origin["epoch"]}
     name = name or (Path(source).stem if not source.startswith("module:") else source)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     config, tasks = load_suite(suite, overrides)
@@ -101,7 +116,8 @@ def evaluate(
         for done, task in enumerate(tasks):
             fingerprint = task_fingerprint(config, task)
             if fingerprint in finished:
-                rows.extend({**record, "encoder": name, "source": source} for record in finished[fingerprint])
+                rows.extend({**record, "encoder": name, "source": source, **weights}
+                            for record in finished[fingerprint])
                 logger.info("%s: the records of %s are taken from %s", name, task.name, unfinished)
                 bar.advance(job)
                 continue
@@ -137,6 +153,7 @@ def evaluate(
                     "seed": seed,
                     "suite": config.name,
                     "source": source,
+                    **weights,
                     "seconds": seconds,
                     "augbench": augbench.__version__,
                     "task_fingerprint": fingerprint,

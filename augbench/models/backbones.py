@@ -7,6 +7,7 @@ data and augmentation never need to know which statistics a model expects.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import timm
@@ -17,6 +18,8 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+MIN_WIDTH = 0.125  # the smallest model.width: 8 channels in a ResNet's first stage, 64 in its last
 
 RESNET_LAYOUTS = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
@@ -46,6 +49,17 @@ class BackboneConfig:
 
     def __post_init__(self):
         self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        # width scales the ResNet's 64-128-256-512 channels; below MIN_WIDTH the first stage would have fewer than
+        # 8 channels (at width 0, one channel in every stage: a 274-parameter encoder whose features are noise).
+        if not math.isfinite(self.width) or self.width < MIN_WIDTH:
+            raise ValueError(f"width={self.width}: must be at least {MIN_WIDTH} (stage widths "
+                             f"{[round(64 * MIN_WIDTH * 2**i) for i in range(4)]}); 1.0 is the standard ResNet")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{key}={list(values)}: expected three finite numbers, one per RGB channel")
+        if min(self.std) <= 0:
+            raise ValueError(f"std={list(self.std)}: every value must be positive (inputs are divided by it)")
         if self.name in RESNET_LAYOUTS:
             return
         if self.name.startswith("timm:"):

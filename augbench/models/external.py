@@ -49,7 +49,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from augbench.errors import CheckpointError, ConfigError
+from augbench.errors import CheckpointError, ConfigError, weights_only_reason
 from augbench.models.backbones import RESNET_LAYOUTS, BackboneConfig, build_backbone
 
 logger = logging.getLogger(__name__)
@@ -126,8 +126,9 @@ def is_external(spec: str | Path) -> bool:
         return "@" in text
     if not path.is_file():
         return False
-    if path.suffix == ".safetensors":
-        return "model" not in _safetensors_metadata(path)
+    if path.suffix == ".safetensors":  # augbench's encoders carry their model's JSON; its exports are state dicts
+        metadata = _safetensors_metadata(path)
+        return "model" not in metadata or "format" in metadata
     if path.suffix == ".ckpt":
         return not (path.parent.parent / "config.yaml").is_file()
     return True
@@ -188,9 +189,8 @@ def _read(path: Path) -> Mapping:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, … by cause
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        raise CheckpointError(f"{path}: refused or unreadable as a weights-only checkpoint ({reason}); augbench "
-                              "never unpickles code, so a file that needs code to load is not accepted") from None
+        reason = weights_only_reason(error)
+        raise CheckpointError(f"{path}: refused or unreadable as a weights-only checkpoint: {reason}") from None
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path}: holds a {type(checkpoint).__name__}, not a state dict")
     return checkpoint

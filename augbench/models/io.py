@@ -9,7 +9,8 @@ A Lightning checkpoint (`.ckpt`) of a pretraining run also loads, with
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+import augbench
 from augbench.errors import CheckpointError
 from augbench.files import StorageError, check_writable, write_atomic
 from augbench.models.backbones import RESNET_LAYOUTS, BackboneConfig, ResNetBackbone, build_backbone
@@ -35,7 +37,8 @@ def save_encoder(encoder: nn.Module, config: BackboneConfig, path: Path, **metad
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     # An encoder that is more than the backbone (LooC++'s) says in `encoder_metadata` how to rebuild it.
     layout = getattr(encoder, "encoder_metadata", {})
-    content = safetensors_bytes(tensors, metadata={"model": json.dumps(asdict(config)), **layout, **metadata})
+    content = safetensors_bytes(tensors, metadata={"model": json.dumps(asdict(config)),
+                                                        "augbench": augbench.__version__, **layout, **metadata})
     return _write_file(path, lambda file: file.write(content), "the encoder")
 
 
@@ -59,42 +62,118 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, BackboneConfig]:
     Also any spec of `augbench.models.external`: `torchvision:NAME`, `timm:NAME`, `ARCH@FILE`, or a checkpoint
     of another codebase (MoCo, SwAV, solo-learn, lightly, torchvision state dicts, …).
     """
+    encoder, config, _ = read_encoder(path)
+    return encoder, config
+
+
+def read_encoder(path: str | Path, *, allow_unfinished: bool = True) -> tuple[nn.Module, BackboneConfig, dict]:
+    """`load_encoder`'s encoder and config, and where its weights come from in training: a dict of `weights`
+    ("final": the encoder a finished run wrote, or the last checkpoint of a finished run; "mid-training": any
+    other checkpoint; "external": another codebase's file or a spec), `step` and `epoch` (of a checkpoint).
+
+    `allow_unfinished=False` refuses a run directory whose run did not finish (its status.json says running,
+    failed, preempted, …, or it has none) and so has no encoder file, only a checkpoint from mid-training.
+    Every file is checked as it loads: its metadata must describe a model this augbench builds, every tensor
+    must fit that model's shape and hold finite values; a CheckpointError names the file and the key.
+    """
     if is_external(path):
         external = load_external(path)
-        return external.encoder, external.config
+        check_finite(external.encoder.state_dict(), str(path))
+        return external.encoder, external.config, {"weights": "external", "step": None, "epoch": None}
     path = Path(path)
     if path.is_dir():
         candidates = [path / ENCODER_FILE, path / "checkpoints" / "last.ckpt"]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise FileNotFoundError(f"{path}: no {ENCODER_FILE} or checkpoints/last.ckpt in this directory")
+        state = _run_state(path)
+        if found.suffix == ".ckpt" and state != "finished" and not allow_unfinished:
+            described = f"state {state!r}" if state else f"no {RUN_STATUS_FILE}"
+            raise CheckpointError(
+                f"{path}: this run did not finish ({described}), so it has no {ENCODER_FILE}, only the mid-training "
+                f"checkpoint {found}; finish it (`augbench pretrain` with its config resumes it) or evaluate those "
+                "weights with --allow-unfinished (allow_unfinished=True), which records them as mid-training"
+            )
         path = found
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     if path.suffix == ".safetensors":
-        config, state, layout = _read_safetensors(path)
+        config, state, layout, origin = _read_safetensors(path)
     else:
-        config, state, layout = _read_lightning_checkpoint(path)
-    encoder = _build_encoder(config, layout)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit model {config.name!r}: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    return encoder.eval(), config
+        config, state, layout, origin = _read_lightning_checkpoint(path)
+    check_finite(state, str(path))
+    encoder = _build_encoder(config, layout, path, origin["config_from"])
+    _load_weights(encoder, state, config, path, origin.pop("config_from"))
+    return encoder.eval(), config, origin
 
 
-def _build_encoder(config: BackboneConfig, layout: dict[str, str]) -> nn.Module:
+RUN_STATUS_FILE = "status.json"  # augbench.train.pretrain.STATUS_FILE, not imported: that module imports Lightning
+
+
+def _run_state(run_dir: Path) -> str | None:
+    """The `state` in a run directory's status.json, or None without a readable one."""
+    try:
+        return json.loads((run_dir / RUN_STATUS_FILE).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise CheckpointError naming `where` and the first tensor with a NaN or infinite value."""
+    bad = [name for name, tensor in tensors.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        tensor = tensors[bad[0]]
+        count = int((~torch.isfinite(tensor)).sum())
+        raise CheckpointError(
+            f"{where}: tensor {bad[0]!r} has {count} NaN or infinite value(s) of {tensor.numel()} ({len(bad)} "
+            f"tensor(s) have such values): the weights of a run that diverged, or of a damaged file, give no features"
+        )
+
+
+def _build_encoder(config: BackboneConfig, layout: dict[str, str], path: Path, config_from: str) -> nn.Module:
     """The backbone, or the module `layout["representation"]` names around it."""
-    backbone = build_backbone(config)
-    if layout.get("representation", "backbone") == "backbone":
+    representation = layout.get("representation", "backbone")
+    if representation not in ("backbone", "looc++"):
+        raise CheckpointError(f"{path}: metadata 'representation' is {representation!r}, which this augbench "
+                              f"({augbench.__version__}) does not know (it knows 'backbone' and 'looc++')")
+    try:
+        backbone = build_backbone(config)
+    except (ValueError, RuntimeError) as error:  # an unknown model name; timm's "Unknown model"
+        raise CheckpointError(f"{path}: {config_from} names a model this augbench cannot build: "
+                              f"{str(error).splitlines()[0]}") from None
+    if representation == "backbone":
         return backbone
     # Imported here: models/ does not depend on methods/ except to rebuild a method's own encoder.
     from augbench.methods.looc import LooCPlusPlusEncoder
 
-    return LooCPlusPlusEncoder(backbone, int(layout["spaces"]))
+    spaces = layout.get("spaces", "")
+    if not spaces.isdigit() or int(spaces) < 1:
+        raise CheckpointError(f"{path}: metadata 'spaces' is {spaces!r}; a LooC++ encoder needs a positive count")
+    return LooCPlusPlusEncoder(backbone, int(spaces))
 
 
-def _read_safetensors(path: Path) -> tuple[BackboneConfig, dict[str, torch.Tensor], dict[str, str]]:
+def _load_weights(encoder: nn.Module, state: dict[str, torch.Tensor], config: BackboneConfig, path: Path,
+                  config_from: str) -> None:
+    """Load `state` into `encoder`, or raise CheckpointError naming the first tensor that does not fit."""
+    expected = encoder.state_dict()
+    model = f"{config.name!r}" + (f" (width {config.width}, {'CIFAR' if config.cifar_stem else 'ImageNet'} stem)"
+                                  if config.name in RESNET_LAYOUTS else "")
+    wrong = [name for name, tensor in state.items() if name in expected and tensor.shape != expected[name].shape]
+    if wrong:
+        got, wanted = list(state[wrong[0]].shape), list(expected[wrong[0]].shape)
+        raise CheckpointError(f"{path}: tensor {wrong[0]!r} has shape {got}, but model {model}, as {config_from} "
+                              f"says, needs {wanted} ({len(wrong)} of {len(state)} tensors differ): the weights are "
+                              "not of the model the file describes")
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit model {model}, as {config_from} says: missing "
+                              f"{missing[:5]}, unexpected {unexpected[:5]}")
+    encoder.load_state_dict(state)
+
+
+def _read_safetensors(path: Path) -> tuple[BackboneConfig, dict[str, torch.Tensor], dict[str, str], dict]:
     try:
         with safe_open(path, framework="pt") as file:
             metadata = file.metadata() or {}
@@ -103,10 +182,34 @@ def _read_safetensors(path: Path) -> tuple[BackboneConfig, dict[str, torch.Tenso
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
     if "model" not in metadata:
         raise CheckpointError(f"{path}: safetensors file lacks the 'model' metadata that augbench writes")
-    return BackboneConfig(**json.loads(metadata["model"])), state, metadata
+    config = _config_from_metadata(path, metadata)
+    return config, state, metadata, {"weights": "final", "step": None, "epoch": None, "config_from": "its metadata"}
 
 
-def _read_lightning_checkpoint(path: Path) -> tuple[BackboneConfig, dict[str, torch.Tensor], dict[str, str]]:
+def _config_from_metadata(path: Path, metadata: dict[str, str]) -> BackboneConfig:
+    """The BackboneConfig in the JSON of metadata 'model', or a CheckpointError naming the file and the key."""
+    try:
+        values = json.loads(metadata["model"])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: metadata 'model' is not valid JSON ({error.msg} at character {error.pos}); "
+                              "the file is damaged or was not written by augbench") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path}: metadata 'model' holds a JSON {type(values).__name__}, not the object of "
+                              "model settings augbench writes")
+    known = {field.name for field in fields(BackboneConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        writer = f"augbench {metadata['augbench']}" if "augbench" in metadata else "another version of augbench"
+        raise CheckpointError(f"{path}: metadata 'model' has the key {unknown[0]!r}, which augbench "
+                              f"{augbench.__version__} does not know (the file was written by {writer}); load it "
+                              "with the version that wrote it")
+    try:
+        return BackboneConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: metadata 'model': {str(error).splitlines()[0]}") from None
+
+
+def _read_lightning_checkpoint(path: Path) -> tuple[BackboneConfig, dict[str, torch.Tensor], dict[str, str], dict]:
     from augbench.train.checkpoint import safe_load  # train/ imports models/, so not at import time
 
     checkpoint = safe_load(path)  # before anything else: a pickle that would run code is refused, whatever surrounds it
@@ -124,7 +227,15 @@ def _read_lightning_checkpoint(path: Path) -> tuple[BackboneConfig, dict[str, to
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     if not state:
         raise CheckpointError(f"{path}: no '{prefix}*' weights in this checkpoint")
-    return BackboneConfig(**run_config["model"]), state, layout
+    try:
+        config = BackboneConfig(**run_config["model"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_file}: model: {str(error).splitlines()[0]}") from None
+    # The last checkpoint of a finished run holds the weights its encoder file has; any other is from mid-training.
+    final = path.name == "last.ckpt" and _run_state(path.parent.parent) == "finished"
+    origin = {"weights": "final" if final else "mid-training", "step": checkpoint.get("global_step"),
+              "epoch": checkpoint.get("epoch"), "config_from": f"{config_file.name}'s model section"}
+    return config, state, layout, origin
 
 
 EXPORT_FORMATS = ("torchvision", "timm")

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import random
-import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from augbench.errors import CheckpointError
+from augbench.errors import CheckpointError, weights_only_reason
 from augbench.files import write_atomic
 
 
@@ -35,19 +35,14 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch's note that a pickle of protocol > 2 may hold instructions its weights-only unpickler lacks: the
+            # load then fails with the reason below, or succeeds, and either way the note asks nothing of the user.
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the cause
-        raise CheckpointError(f"{path}: refused to load as a weights-only checkpoint: {_reason(error)}") from None
-
-
-def _reason(error: Exception) -> str:
-    """The line of torch's long weights-only message that says what the file asked for."""
-    text = str(error)
-    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n\n|$)", text, re.DOTALL)
-    if refused:
-        return f"it asks for something other than tensors and plain data ({refused.group(1).strip()})"
-    first_line = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(error).__name__}: {first_line}"
+        reason = weights_only_reason(error)
+        raise CheckpointError(f"{path}: refused to load as a weights-only checkpoint: {reason}") from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,9 +1,12 @@
 import base64
+import itertools
+import os
 import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
 from augbench.analysis.report import write_report
@@ -100,7 +103,11 @@ def test_report_of_a_missing_store_is_a_clear_error(tmp_path, capsys):
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Records console messages, page errors and failed resource loads into the DOM, then how many images decoded.
+# CI installs Chromium (.ci/run), so there a missing browser fails the test instead of skipping it.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+WINDOW = (1280, 900)
+# Records console messages, page errors and failed resource loads, then, once the page has loaded, what a reader
+# sees: every table, figure and section heading with its box on the page, and how wide the page is laid out.
 _PROBE = """<script>
 const problems = [];
 for (const level of ["error", "warn"]) {
@@ -110,32 +117,74 @@ for (const level of ["error", "warn"]) {
 window.addEventListener("error", e => problems.push("error: " + (e.message || e.target.src || e.target.tagName)), true);
 window.addEventListener("load", () => {
   const images = [...document.images];
-  const decoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  const box = e => { const r = e.getBoundingClientRect();
+    return {tag: e.tagName, top: r.top + scrollY, bottom: r.bottom + scrollY, left: r.left, right: r.right,
+            width: r.width, height: r.height, visible: getComputedStyle(e).visibility !== "hidden" &&
+            getComputedStyle(e).display !== "none"}; };
   const out = document.createElement("pre");
   out.id = "render-check";
-  out.textContent = JSON.stringify({images: images.length, decoded: decoded,
+  out.textContent = JSON.stringify({images: images.length,
+    decoded: images.filter(i => i.complete && i.naturalWidth > 0).length,
     tables: document.querySelectorAll("table").length,
-    rows: document.querySelectorAll("table tr").length, problems: problems});
+    rows: document.querySelectorAll("table tr").length,
+    blocks: [...document.querySelectorAll("h1, h2, table, img")].map(box),
+    headings: [...document.querySelectorAll("h2")].map(h => h.innerText),
+    page_width: document.documentElement.scrollWidth, window_width: innerWidth,
+    page_height: document.documentElement.scrollHeight,
+    problems: problems});
   document.body.appendChild(out);
 });
 </script>"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium); "
-                                             "the html.parser tests above still check the HTML")
-def test_chromium_renders_the_tables_and_images_without_console_errors(report, tmp_path):
+def _chromium(*arguments: str, height: int = WINDOW[1]) -> subprocess.CompletedProcess:
+    # The first start on a machine builds font caches (a minute or two); .ci/run starts it once before the tests.
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--window-size={WINDOW[0]},{height}", *arguments],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(CHROMIUM is None and not IN_CI, reason="headless Chromium is not installed (Debian: apt-get "
+                    "install chromium; CI installs it); the html.parser tests above still check the HTML")
+def test_chromium_renders_the_tables_and_figures_laid_out_without_console_errors(report, tmp_path):
     import json
 
+    from PIL import Image
+
+    assert CHROMIUM is not None, "CI must have Chromium: .ci/run installs it with apt-get"
     page = tmp_path / "check.html"
     page.write_text(report[0].read_text().replace("<head>", "<head>" + _PROBE, 1))
-    dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom",
-         page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    ).stdout
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri()).stdout
     found = re.search(r'<pre id="render-check">(.*?)</pre>', dom, re.S)
     assert found, f"the page did not finish loading in Chromium; DOM starts {dom[:300]!r}"
-    check = json.loads(found.group(1).replace("&quot;", '"'))
+    check = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
+                       .replace("&gt;", ">"))
     assert check["problems"] == []
     assert check["images"] == check["decoded"] == 3
     assert check["tables"] >= 8 and check["rows"] > 50
+    for section in SECTIONS:
+        assert section in check["headings"]
+    # Laid out as a reader sees it: every table and figure visible, with a real size, inside the page's width,
+    # one below the other in reading order, and the page no wider than the window.
+    blocks = check["blocks"]
+    assert check["page_width"] <= check["window_width"]
+    for block in blocks:
+        assert block["visible"] and block["height"] > 0 and block["width"] > 0, block
+        assert block["left"] >= 0 and block["right"] <= check["window_width"], block
+    figures = [block for block in blocks if block["tag"] == "IMG"]
+    assert all(figure["width"] >= 300 and figure["height"] >= 150 for figure in figures), figures
+    for above, below in itertools.pairwise(blocks):
+        assert below["top"] >= above["bottom"] - 1, (above, below)  # no overlap
+    # The whole page as a screenshot: each figure's box holds a drawn plot, each table's box text and rules.
+    screenshot = tmp_path / "report.png"
+    _chromium(f"--screenshot={screenshot}", page.as_uri(), height=check["page_height"])
+    with Image.open(screenshot) as image:
+        assert image.size == (WINDOW[0], check["page_height"])
+        grey = np.asarray(image.convert("L")).astype(np.int16)
+    for block in blocks:
+        if block["tag"] not in ("IMG", "TABLE"):
+            continue
+        top, bottom = round(block["top"]), round(block["bottom"])
+        pixels = grey[top:bottom, round(block["left"]) : round(block["right"])]
+        assert pixels.size and (pixels < 128).mean() > 0.002, block  # dark ink: text, rules, plotted marks
+        assert len(np.unique(pixels)) > 16, block  # anti-aliased drawing, not a flat fill

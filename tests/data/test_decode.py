@@ -137,3 +137,30 @@ def test_non_image_bytes_are_refused(tmp_path, content):
 def test_missing_file_names_its_path(tmp_path):
     with pytest.raises(DataError, match=rf"{re.escape(str(tmp_path / 'absent.png'))}: image file not found"):
         decode_image(tmp_path / "absent.png")
+
+
+def test_a_jpeg_with_zeroed_bytes_mid_stream_stops_loading(tmp_path):
+    from tests.bad_inputs.inputs import photo_jpeg_bytes, zeroed_jpeg_bytes
+
+    (tmp_path / "intact.jpg").write_bytes(photo_jpeg_bytes())
+    (tmp_path / "zeroed.jpg").write_bytes(zeroed_jpeg_bytes())
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'zeroed.jpg'}: corrupt JPEG (Corrupt JPEG data: ")):
+        decode_image(tmp_path / "zeroed.jpg")
+    # What Pillow alone returns, and strict=False accepts: a third of the pixels far off, and no error.
+    damaged, intact = decode_image(tmp_path / "zeroed.jpg", strict=False), decode_image(tmp_path / "intact.jpg")
+    assert ((damaged.int() - intact.int()).abs() > 40).any(dim=0).float().mean() > 0.2
+    assert decode_image(tmp_path / "intact.jpg", min_size=64).shape == (3, 64, 64)
+
+
+def test_progressive_jpegs_pass_the_corrupt_data_check(tmp_path, pixels):
+    Image.fromarray(pixels).save(tmp_path / "progressive.jpg", quality=90, progressive=True)
+    assert decode_image(tmp_path / "progressive.jpg").shape == (3, 48, 40)
+
+
+def test_load_truncated_images_set_by_another_library_is_refused(tmp_path, pixels, monkeypatch):
+    from PIL import ImageFile
+
+    Image.fromarray(pixels).save(tmp_path / "image.png")
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(DataError, match=r"LOAD_TRUNCATED_IMAGES is True in this process"):
+        decode_image(tmp_path / "image.png")

@@ -62,6 +62,49 @@ def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path, suffix):
     assert target.read_text() == "code ran"
 
 
+def test_a_pickle_calling_a_shell_command_is_refused_naming_the_global_not_torch_s_advice(tmp_path):
+    from tests.bad_inputs.inputs import malicious_checkpoint
+
+    witness = tmp_path / "witness"
+    malicious = malicious_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", witness)
+    with pytest.raises(CheckpointError) as refused:
+        safe_load(malicious)
+    message = str(refused.value)
+    assert message.startswith(f"{malicious}: refused to load as a weights-only checkpoint: it asks for GLOBAL "
+                              "posix.system, which is neither a tensor nor plain data")
+    assert "\n" not in message and "Re-running" not in message and "will likely succeed" not in message
+    assert not witness.exists()
+
+
+# torch's weights-only refusals as releases worded them: the reason after "WeightsUnpickler error:" (2.6), or on a
+# line of its own after the advice (2.14), always beside the advice to re-run with weights_only=False.
+_ADVICE = ("Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` argument in "
+           "`torch.load` from `False` to `True`. Re-running `torch.load` with `weights_only` set to `False` will "
+           "likely succeed, but it can result in arbitrary code execution. Do it only if you got the file from a "
+           "trusted source.")
+_DOCS = "Check the documentation of torch.load to learn more about types accepted by default with weights_only."
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    (f"{_ADVICE}\n\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.\n\n{_DOCS}",
+     "it asks for GLOBAL posix.system,"),
+    (f"{_ADVICE}\n(2) Alternatively...\n\tWeightsUnpickler error: Unsupported global: GLOBAL builtins.exec was not an "
+     f"allowed global by default. Please use `torch.serialization.add_safe_globals([exec])`.\n\n{_DOCS}",
+     "it asks for GLOBAL builtins.exec,"),
+    (f"{_ADVICE}\nPlease file an issue: WeightsUnpickler error: \n\nUnsupported operand 149\n\n{_DOCS}",
+     "it holds something other than tensors and plain data (Unsupported operand 149)"),
+    (f"{_ADVICE}\n\nSomething torch will say one day.\n\n{_DOCS}",
+     "UnpicklingError: Something torch will say one day."),
+])
+def test_the_reason_is_found_in_any_torch_wording_and_the_advice_left_out(text, reason):
+    import pickle
+
+    from augbench.errors import weights_only_reason
+
+    found = weights_only_reason(pickle.UnpicklingError(text))
+    assert found.startswith(reason) and "Re-running" not in found and "weights_only" not in found
+
+
 def test_truncated_and_missing_checkpoints_name_the_path(tmp_path):
     whole = tmp_path / "whole.ckpt"
     torch.save({"state_dict": {"w": torch.arange(1000.0)}}, whole)
