@@ -94,8 +94,11 @@ def slurm_executor(grid: Grid):
         raise ConfigError("--executor slurm needs submitit: pip install 'augbench[slurm]'") from None
     settings = grid.config.slurm
     folder = Path(settings.folder or grid.directory / "slurm").resolve()
-    executor = submitit.AutoExecutor(folder=folder, cluster=settings.cluster,
-                                     slurm_max_num_timeout=settings.max_requeues)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=settings.cluster,
+                                         slurm_max_num_timeout=settings.max_requeues)
+    except RuntimeError as error:  # no srun on this machine
+        raise ConfigError(f"--executor slurm: {error} (slurm.cluster=local runs the jobs on this machine)") from None
     parameters = {"name": f"augbench-{grid.config.name}", "timeout_min": settings.timeout_min,
                   "cpus_per_task": settings.cpus_per_task, "gpus_per_node": settings.gpus_per_node,
                   "slurm_array_parallelism": settings.array_parallelism,
