@@ -401,6 +401,7 @@ class BenchmarkResult:
     ran: list[str]
     seconds: float
     failed: dict[str, str] = field(default_factory=dict)  # cell_id → its stored error
+    unfinished_jobs: list[str] = field(default_factory=list)  # cells of scheduler jobs that ended unfinished
 
 
 def run_benchmark(
@@ -432,20 +433,21 @@ def run_benchmark(
         queue.add_cells(cell.record() for cell in grid.cells)
         if retry_failed:
             queue.retry_failed()
+    lost = []
     if executor == "local":
         ran = run_cells(grid, [cell.cell_id for cell in grid.cells], owner_id(uuid.uuid4().hex[:8]), device,
                         console, max_cells)
     else:
         from augbench.executors import submit
 
-        ran = submit(executor, grid, device, console)
+        ran, lost = submit(executor, grid, device, console)
     with ResultsStore(grid.store) as store:
         cells = store.table("cells")
         results = store.results()
-    failed = dict(zip(cells["cell_id"], cells["error"]))
-    failed = {cell: failed[cell] for cell in cells.loc[cells["state"] == "failed", "cell_id"]}
+    states = dict(zip(cells["cell_id"], cells["state"]))
+    failed = {cell: error for cell, error in zip(cells["cell_id"], cells["error"]) if states[cell] == "failed"}
     return BenchmarkResult(grid.directory, cells["state"].value_counts().to_dict(), results, ran,
-                           time.perf_counter() - start, failed)
+                           time.perf_counter() - start, failed, [cell for cell in lost if states[cell] != "finished"])
 
 
 def run_cells(grid: Grid, cell_ids: Sequence[str], owner: str, device: str | None, console: Console,

@@ -66,14 +66,15 @@ def _data(args: argparse.Namespace) -> None:
     console.print(f"wrote {path}")
 
 
-def _benchmark(args: argparse.Namespace) -> None:
+def _benchmark(args: argparse.Namespace) -> int:
+    from augbench.analysis.store import shown_location
     from augbench.analysis.tables import benchmark_table, frame_table
     from augbench.benchmark import plan, plan_summary, run_benchmark
 
     if args.plan:
         grid = plan(args.config, small=args.small, overrides=args.overrides)
         console.print(frame_table(plan_summary(grid), title=f"{grid.config.name}: pretraining runs"))
-        stored = f"results store {grid.store}" if grid.store_exists() else "no results store yet"
+        stored = f"results store {shown_location(grid.store)}" if grid.store_exists() else "no results store yet"
         console.print(f"{len(grid.runs)} runs × {len(grid.suites)} suites ({', '.join(grid.suites)}) = "
                       f"{len(grid.cells)} cells in {grid.directory} ({stored}). Nothing was run.")
         return 0
@@ -90,15 +91,21 @@ def _benchmark(args: argparse.Namespace) -> None:
                       f"(first: {first}: {error}); fix the cause and run the same command again to retry them",
                       highlight=False, soft_wrap=True)
         return 1
+    if result.unfinished_jobs:
+        console.print(f"[bold red]error:[/] {len(result.unfinished_jobs)} cells' jobs ended without finishing them "
+                      f"({', '.join(result.unfinished_jobs)}); run the same command again to resubmit them (they "
+                      "resume from their last checkpoint)", highlight=False, soft_wrap=True)
+        return 1
     return 0
 
 
 def _results(args: argparse.Namespace) -> None:
-    from augbench.analysis.store import load_results
+    from augbench.analysis.store import load_results, shown_location
     from augbench.analysis.tables import benchmark_table
 
     results = load_results(args.path)  # read-only: a store on a read-only filesystem reads as any other
-    console.print(benchmark_table(results, title=f"{args.path}: {len(results)} evaluations (mean ± std over seeds)"))
+    console.print(benchmark_table(results, title=f"{shown_location(args.path)}: {len(results)} evaluations "
+                                                 "(mean ± std over seeds)"))
     if args.csv:
         results.to_csv(args.csv, index=False)
         console.print(f"wrote {args.csv}")

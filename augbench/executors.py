@@ -38,12 +38,13 @@ def pending_work(grid: Grid) -> list[list[str]]:
     return list(units.values())
 
 
-def submit(executor: str, grid: Grid, device: str | None, console: Console) -> list[str]:
-    """Run the grid's unfinished cells as jobs of `executor` ("slurm" or "ray"), wait for them, and return the
-    cells they ran. A job that failed for good leaves its cells to the next `augbench benchmark`."""
+def submit(executor: str, grid: Grid, device: str | None, console: Console) -> tuple[list[str], list[str]]:
+    """Run the grid's unfinished cells as jobs of `executor` ("slurm" or "ray") and wait for them; the cells
+    they ran, and the cells of jobs that ended without finishing (killed, or requeued too often), which the
+    next `augbench benchmark` resubmits."""
     units = pending_work(grid)
     if not units:
-        return []
+        return [], []
     grid = portable(grid)
     if executor == "slurm":
         return _run_on_slurm(grid, units, device, console)
@@ -112,27 +113,30 @@ def slurm_executor(grid: Grid):
     return executor
 
 
-def _run_on_slurm(grid: Grid, units: list[list[str]], device: str | None, console: Console) -> list[str]:
+def _run_on_slurm(grid: Grid, units: list[list[str]], device: str | None,
+                  console: Console) -> tuple[list[str], list[str]]:
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     executor = slurm_executor(grid)
     jobs = executor.map_array(SlurmCells(grid, device), units)
     console.print(f"submitted {len(jobs)} jobs ({', '.join(job.job_id for job in jobs[:3])}"
                   f"{', …' if len(jobs) > 3 else ''}); their logs: {executor.folder}")
-    ran = []
+    ran, lost = [], []
     for job, cells in zip(jobs, units):
         try:
             ran += job.result()
         except (FailedJobError, UncompletedJobError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             console.print(f"[red]job {job.job_id} ({', '.join(cells)}) ended without finishing:[/] {first_line}")
-    return ran
+            lost += cells
+    return ran, lost
 
 
 # --- Ray ------------------------------------------------------------------------------------------------------
 
 
-def _run_on_ray(grid: Grid, units: list[list[str]], device: str | None, console: Console) -> list[str]:
+def _run_on_ray(grid: Grid, units: list[list[str]], device: str | None,
+                console: Console) -> tuple[list[str], list[str]]:
     try:
         import ray
     except ImportError:
@@ -145,14 +149,15 @@ def _run_on_ray(grid: Grid, units: list[list[str]], device: str | None, console:
                                           max_retries=settings.max_retries, retry_exceptions=False)
     pending = {task.remote(grid, cells, device): cells for cells in units}
     console.print(f"submitted {len(pending)} Ray tasks to {ray.get_runtime_context().gcs_address}")
-    ran = []
+    ran, lost = [], []
     for ref, cells in pending.items():
         try:
             ran += ray.get(ref)
         except ray.exceptions.RayError as error:
             first_line = str(error).strip().splitlines()[0]
             console.print(f"[red]Ray task for {', '.join(cells)} ended without finishing:[/] {first_line}")
-    return ran
+            lost += cells
+    return ran, lost
 
 
 def _ray_cells(grid: Grid, cell_ids: list[str], device: str | None) -> list[str]:

@@ -24,7 +24,7 @@ from rich.console import Console
 from augbench.analysis.store import ResultsStore, load_results
 from augbench.benchmark import plan, run_benchmark
 from augbench.executors import SlurmCells, pending_work, portable, slurm_executor
-from tests.conftest import REPO
+from tests.conftest import REPO, import_or_skip
 from tests.test_benchmark import TASK, TINY_PRETRAIN, _write
 
 # What differs between two runs of the same cell by design: when it ran and how long it took.
@@ -63,7 +63,7 @@ def _where(grid, tmp_path, label: str, store: str | None = None) -> list[str]:
     return [f"output_dir={tmp_path / label}", *([f"store={store}"] if store else [])]
 
 
-def _running_owner(store: str, timeout: float = 300, with_checkpoint: bool = False, runs=None) -> tuple[str, int]:
+def _running_owner(store: str, timeout: float = 900, with_checkpoint: bool = False, runs=None) -> tuple[str, int]:
     """Wait for a running cell (and its run's first checkpoint); its cell_id and owner pid."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -91,7 +91,7 @@ def _assert_every_cell_once(store: str, cells: int = 4) -> pd.DataFrame:
 
 @pytest.fixture
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="the Ray executor's tests need Ray: pip install 'augbench[ray]'")
+    ray = import_or_skip("ray", "ray", "the Ray executor's tests need Ray: pip install 'augbench[ray]'")
     ray.init(num_cpus=torch.get_num_threads(), include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -178,7 +178,7 @@ def test_a_submitit_job_killed_mid_cell_loses_nothing_when_the_grid_is_rerun(gri
     os.kill(pid, signal.SIGKILL)  # the job's process: submitit reports the job failed, not requeued
     driver.join(600)
     first = outcome["result"]
-    assert first.states.get("finished") == 3 and killed not in first.ran
+    assert first.states.get("finished") == 3 and killed not in first.ran and first.unfinished_jobs == [killed]
     rerun = run_benchmark(grid4, overrides=overrides, executor="slurm", console=Console(quiet=True))
     assert rerun.ran == [killed] and rerun.states == {"finished": 4}
     _assert_every_cell_once(store)

@@ -41,6 +41,7 @@ dropped or overwritten.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -113,6 +114,12 @@ TABLES = ("meta", "cells", "runs", "checkpoints", "evaluations")
 
 def is_server_url(location: str | Path) -> bool:
     return str(location).startswith(SERVER_SCHEMES)
+
+
+def shown_location(location: str | Path) -> str:
+    """A store's path or URL as printed: a URL's password replaced by *** (a regex, so that printing a URL
+    does not need the postgres extra's SQLAlchemy)."""
+    return re.sub(r"^(\w[\w+]*://[^:/@]+):[^@/]*@", r"\1:***@", str(location))
 
 
 def database_path(path: str | Path) -> Path:

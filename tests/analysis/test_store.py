@@ -90,9 +90,10 @@ def test_a_cell_whose_owner_process_died_on_this_host_is_taken_over_at_once(tmp_
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with ResultsStore(tmp_path / "r.sqlite", create=True) as store:
-        CellQueue(store).add_cells(_cells(1))
-        CellQueue(store).claim(owner_id("x").replace(f":{__import__('os').getpid()}:", f":{dead.pid}:"), lease_seconds=3600)
-        taken = CellQueue(store).claim(owner_id("y"), lease_seconds=3600)
+        queue = CellQueue(store)
+        queue.add_cells(_cells(1))
+        queue.claim(owner_id("x").replace(f":{__import__('os').getpid()}:", f":{dead.pid}:"), lease_seconds=3600)
+        taken = queue.claim(owner_id("y"), lease_seconds=3600)
         assert taken is not None and taken["taken_over_from"].split(":")[1] == str(dead.pid)
 
 
