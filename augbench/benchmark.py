@@ -11,10 +11,13 @@ A benchmark config (configs/benchmarks/*.yaml) names
 A cell is (method, dataset, seed, suite). Running a cell pretrains the run
 (method, dataset, seed) unless it already finished (an unfinished run resumes
 from its last checkpoint), then evaluates its encoder on the suite and writes
-the numbers to the results store (`augbench.analysis.store`) in the same
-transaction that marks the cell finished. Runners claim cells in the store
-under a lease they renew from a heartbeat thread, so several runners share a
-grid without running a cell twice, and a killed runner's cell is taken over.
+the numbers to the results store (`augbench.analysis.store`: a SQLite file in
+the benchmark directory, or `store=postgresql://...`) in the same transaction
+that marks the cell finished. Runners claim cells from the store's work queue
+(`augbench.analysis.queue`) under a lease they renew from a heartbeat thread,
+so several runners share a grid without running a cell twice, and a killed
+runner's cell is taken over. The runners are this process (`executor=local`)
+or jobs of a scheduler (`augbench.executors`: SLURM through submitit, Ray).
 
 Every method, dataset, suite and task the grid names is composed before
 anything trains, so a typo fails at once with the name at fault.
@@ -27,7 +30,6 @@ import hashlib
 import json
 import platform
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -44,7 +46,8 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 import augbench
-from augbench.analysis.store import DATABASE_FILE, UNCATEGORISED, ResultsStore, evaluation_records, owner_id
+from augbench.analysis.queue import CellQueue, owner_id
+from augbench.analysis.store import DATABASE_FILE, UNCATEGORISED, ResultsStore, evaluation_records, is_server_url
 from augbench.config import (
     COMMAND_LINE,
     Source,
@@ -72,6 +75,39 @@ class MethodEntry:
 
 
 @dataclass
+class SlurmSettings:
+    """`--executor slurm`: one job array, a job per pretraining run (its suites' cells in turn); a preempted or
+    timed-out job is requeued and resumes its run from the last checkpoint. `cluster: local` runs the jobs as
+    local processes (submitit's local executor, for a workstation or a test)."""
+
+    partition: str = ""
+    gpus_per_node: int = 0
+    cpus_per_task: int = 4
+    mem_gb: float = 0  # 0: the partition's default
+    timeout_min: int = 240
+    array_parallelism: int = 64
+    max_requeues: int = 3
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # more sbatch options, e.g. {account: x}
+    folder: str = ""  # job scripts and logs; default: <output_dir>/slurm
+    cluster: str = "slurm"
+
+    def __post_init__(self):
+        if self.cluster not in ("slurm", "local"):
+            raise ValueError(f"slurm.cluster={self.cluster!r}: expected slurm or local")
+
+
+@dataclass
+class RaySettings:
+    """`--executor ray`: a Ray task per pretraining run (its suites' cells in turn) with these resources;
+    a task whose worker died is retried (`max_retries`) and resumes its run from the last checkpoint."""
+
+    address: str = ""  # a Ray cluster (ray://host:10001 or auto); "" uses RAY_ADDRESS, else starts a local one
+    num_cpus: float = 1
+    num_gpus: float = 0
+    max_retries: int = 3
+
+
+@dataclass
 class BenchmarkConfig:
     """A study. `comparisons` are [baseline, variant] method pairs whose paired differences the report shows
     (default: each method against the one before it), `dataset_comparisons` the same for pretraining datasets
@@ -91,6 +127,9 @@ class BenchmarkConfig:
     comparisons: list[list[str]] = field(default_factory=list)
     dataset_comparisons: list[list[str]] = field(default_factory=list)
     lease_seconds: float = 300.0
+    store: str = ""  # default: <output_dir>/results.sqlite; or postgresql://user@host/db for a grid across machines
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    ray: RaySettings = field(default_factory=RaySettings)
     small: Any = None
 
     def __post_init__(self):
@@ -143,8 +182,12 @@ class Grid:
     small: bool
 
     @property
-    def store_path(self) -> Path:
-        return self.directory / DATABASE_FILE
+    def store(self) -> str:
+        """The results store: `store=` (a PostgreSQL URL or a file), else results.sqlite in the directory."""
+        return self.config.store or str(self.directory / DATABASE_FILE)
+
+    def store_exists(self) -> bool:
+        return is_server_url(self.store) or Path(self.store).is_file()
 
 
 def load_benchmark(path: str | Path, small: bool = False, overrides: Sequence[str] = ()) -> BenchmarkConfig:
@@ -180,6 +223,7 @@ def plan(path: str | Path, small: bool = False, overrides: Sequence[str] = ()) -
         for dataset in config.datasets:
             # Seeds differ only in `seed` and `name`: compose once (OmegaConf is the slow part) and copy.
             composed = _run_config(config, path, method, dataset, config.seeds[0], directory / "runs")
+            _check_model(composed, path)
             for seed in config.seeds:
                 run = copy.deepcopy(composed)
                 run.seed, run.name = seed, Cell(method, dataset, seed, "").run_name
@@ -278,9 +322,26 @@ def _run_config(config: BenchmarkConfig, benchmark: Path, method: str, dataset: 
     return run
 
 
+def _check_model(run: PretrainConfig, benchmark: Path) -> None:
+    """Build the run's model on the meta device (no memory, no weights): a model name or switch that pretraining
+    would refuse fails the plan, before any cell trains."""
+    from augbench.methods import build_method
+    from augbench.models.backbones import build_backbone
+
+    try:
+        with torch.device("meta"):
+            build_method(run.method, build_backbone(run.model))
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"{benchmark}: runs {run.name.rsplit('__', 1)[0]}: {error}") from None
+
+
 def _check_existing_run(run: PretrainConfig) -> None:
+    """Refuse a changed config where the run directory holds trained weights; a run that failed before its
+    first checkpoint (a bad model name, say) trained nothing, and the corrected grid takes its place."""
     stored = run.run_dir / CONFIG_FILE
-    if not stored.is_file():
+    status = read_status(run.run_dir) or {}
+    trained = status.get("state") == "finished" or (run.run_dir / "checkpoints" / "last.ckpt").is_file()
+    if not stored.is_file() or not trained:
         return
     changed = config_changes(stored, run)
     if changed:
@@ -316,18 +377,22 @@ def environment(device: str | None) -> dict:
 class _Heartbeat(threading.Thread):
     """Renews this runner's lease on its running cell until stopped (its own connection: SQLite's rule)."""
 
-    def __init__(self, store_path: Path, owner: str, every: float):
+    def __init__(self, store: str, owner: str, every: float):
         super().__init__(daemon=True, name="augbench-heartbeat")
-        self.store_path, self.owner, self.every = store_path, owner, every
+        self.store, self.owner, self.every = store, owner, every
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        with ResultsStore(self.store_path) as store:
+        with ResultsStore(self.store) as store:
+            queue = CellQueue(store)
             while not self.stopped.wait(self.every):
                 try:
-                    store.heartbeat(self.owner)
-                except sqlite3.OperationalError:  # busy beyond the timeout: the next beat renews the lease
+                    queue.heartbeat(self.owner)
+                except Exception:  # a busy or briefly unreachable store: the next beat renews the lease
                     continue
+
+
+EXECUTORS = ("local", "slurm", "ray")
 
 
 @dataclass
@@ -337,6 +402,8 @@ class BenchmarkResult:
     results: pd.DataFrame
     ran: list[str]
     seconds: float
+    failed: dict[str, str] = field(default_factory=dict)  # cell_id → its stored error
+    unfinished_jobs: list[str] = field(default_factory=list)  # cells of scheduler jobs that ended unfinished
 
 
 def run_benchmark(
@@ -347,56 +414,84 @@ def run_benchmark(
     max_cells: int | None = None,
     retry_failed: bool = True,
     console: Console | None = None,
+    executor: str = "local",
 ) -> BenchmarkResult:
-    """Run (or resume) every cell of a benchmark that no runner finished or holds; return the store's state."""
+    """Run (or resume) every cell of a benchmark that no runner finished or holds; return the store's state.
+
+    `executor`: "local" runs the cells in this process; "slurm" and "ray" submit them to that scheduler
+    (settings: the config's `slurm:` and `ray:` sections) and wait for them.
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor}: expected one of {list(EXECUTORS)}")
+    if executor != "local" and max_cells is not None:
+        raise ConfigError(f"--max-cells: applies to --executor local; a {executor} grid runs every cell it submits")
     console = console or Console()
     start = time.perf_counter()
     check_device(device)
     grid = plan(path, small, overrides)
     check_writable(grid.directory, "output_dir")
-    owner = owner_id(uuid.uuid4().hex[:8])
-    store = ResultsStore(grid.store_path, create=True)
-    store.set_meta(benchmark=grid.config.name, source=str(grid.source), small=str(grid.small),
-                   config=to_yaml(grid.config), categories=json.dumps(grid.categories))
-    store.add_cells(cell.record() for cell in grid.cells)
-    if retry_failed:
-        store.retry_failed()
-    cells = {cell.cell_id: cell for cell in grid.cells}
-    heartbeat = _Heartbeat(grid.store_path, owner, every=max(grid.config.lease_seconds / 5, 0.2))
+    with ResultsStore(grid.store, create=True) as store:
+        store.set_meta(benchmark=grid.config.name, source=str(grid.source), small=str(grid.small),
+                       config=to_yaml(grid.config), categories=json.dumps(grid.categories))
+        queue = CellQueue(store)
+        queue.add_cells(cell.record() for cell in grid.cells)
+        if retry_failed:
+            queue.retry_failed()
+    lost = []
+    if executor == "local":
+        ran = run_cells(grid, [cell.cell_id for cell in grid.cells], owner_id(uuid.uuid4().hex[:8]), device,
+                        console, max_cells)
+    else:
+        from augbench.executors import submit
+
+        ran, lost = submit(executor, grid, device, console)
+    with ResultsStore(grid.store) as store:
+        cells = store.table("cells")
+        results = store.results()
+    states = dict(zip(cells["cell_id"], cells["state"]))
+    failed = {cell: error for cell, error in zip(cells["cell_id"], cells["error"]) if states[cell] == "failed"}
+    return BenchmarkResult(grid.directory, cells["state"].value_counts().to_dict(), results, ran,
+                           time.perf_counter() - start, failed, [cell for cell in lost if states[cell] != "finished"])
+
+
+def run_cells(grid: Grid, cell_ids: Sequence[str], owner: str, device: str | None, console: Console,
+              max_cells: int | None = None) -> list[str]:
+    """Claim and run the given cells of the grid, in order, that no other runner finished or holds; the cells
+    this runner ran. Every executor's runner is this function: in this process, a SLURM job or a Ray task."""
+    cells = {cell.cell_id: cell for cell in grid.cells if cell.cell_id in set(cell_ids)}
+    store = ResultsStore(grid.store)
+    queue = CellQueue(store)
+    heartbeat = _Heartbeat(grid.store, owner, every=max(grid.config.lease_seconds / 5, 0.2))
     heartbeat.start()
     ran = []
     try:
         while max_cells is None or len(ran) < max_cells:
-            claimed = store.claim(owner, grid.config.lease_seconds, cells)
+            claimed = queue.claim(owner, grid.config.lease_seconds, cells)
             if claimed is None:
                 break
             cell = cells[claimed["cell_id"]]
             taken = f" (taken over from {claimed['taken_over_from']})" if claimed["taken_over_from"] else ""
             console.print(f"[bold]cell {cell.cell_id}[/]{taken}")
             try:
-                _run_cell(grid, cell, store, owner, device, console)
+                _run_cell(grid, cell, store, queue, owner, device, console)
             except PreemptedError:  # SIGTERM: this runner stops; the cell is handed back below
                 raise
             except Exception as error:  # one failed cell does not stop the grid; its error is stored
-                store.fail(cell.cell_id, owner, f"{type(error).__name__}: {error}")
+                queue.fail(cell.cell_id, owner, f"{type(error).__name__}: {error}")
                 console.print(f"[red]cell {cell.cell_id} failed:[/] {error}")
             ran.append(cell.cell_id)
     except BaseException:
         # Interrupted (Ctrl-C): hand the cell back so the next runner takes it without waiting for the lease.
-        with store.transaction() as db:
-            db.execute("UPDATE cells SET state = 'pending', owner = NULL WHERE owner = ? AND state = 'running'",
-                       (owner,))
+        queue.release(owner)
         raise
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
-    states = store.table("cells")["state"].value_counts().to_dict()
-    results = store.results()
-    store.close()
-    return BenchmarkResult(grid.directory, states, results, ran, time.perf_counter() - start)
+        store.close()
+    return ran
 
 
-def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, owner: str, device: str | None,
+def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, queue: CellQueue, owner: str, device: str | None,
               console: Console) -> None:
     from augbench.evaluate.evaluate import evaluate
     from augbench.train.pretrain import pretrain  # Lightning: imported once a cell runs, not to check a grid
@@ -420,7 +515,7 @@ def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, owner: str, device: s
     suite = grid.suites[Path(cell.suite).stem]
     rows = evaluate(run.run_dir, suite, name=cell.run_name, device=device, overrides=grid.config.evaluate,
                     progress=False)
-    if not store.finish(cell.cell_id, owner, cell.run_name, evaluation_records(rows, cell.seed, grid.categories)):
+    if not queue.finish(cell.cell_id, owner, cell.run_name, evaluation_records(rows, cell.seed, grid.categories)):
         console.print(f"  [yellow]cell {cell.cell_id} was taken over by another runner; its numbers stand[/]")
         return
     summary = ", ".join(f"{r.task}/{r.protocol} {r.value:.1f}" for r in rows.itertuples())

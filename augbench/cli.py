@@ -111,31 +111,45 @@ def _data(args: argparse.Namespace) -> None:
     console.print(f"wrote {path}")
 
 
-def _benchmark(args: argparse.Namespace) -> None:
+def _benchmark(args: argparse.Namespace) -> int:
+    from augbench.analysis.store import shown_location
     from augbench.analysis.tables import benchmark_table, frame_table
     from augbench.benchmark import plan, plan_summary, run_benchmark  # run_benchmark checks --device first
     if args.plan:
         grid = plan(args.config, small=args.small, overrides=args.overrides)
         console.print(frame_table(plan_summary(grid), title=f"{grid.config.name}: pretraining runs"))
-        stored = "a results store" if grid.store_path.is_file() else "no results store yet"
+        stored = f"results store {shown_location(grid.store)}" if grid.store_exists() else "no results store yet"
         console.print(f"{len(grid.runs)} runs × {len(grid.suites)} suites ({', '.join(grid.suites)}) = "
                       f"{len(grid.cells)} cells in {grid.directory} ({stored}). Nothing was run.")
-        return
+        return 0
     result = run_benchmark(args.config, small=args.small, overrides=args.overrides, device=args.device,
-                           max_cells=args.max_cells, console=console)
+                           max_cells=args.max_cells, console=console, executor=args.executor)
     if not result.results.empty:
         console.print(benchmark_table(result.results, title=f"{result.directory} (mean ± std over seeds)"))
     states = ", ".join(f"{count} {state}" for state, count in sorted(result.states.items()))
-    console.print(f"cells: {states}; this runner ran {len(result.ran)} in {result.seconds:.0f} s. "
+    console.print(f"cells: {states}; this run ran {len(result.ran)} in {result.seconds:.0f} s. "
                   f"Report: augbench report {result.directory}")
+    if result.failed:
+        first, error = next(iter(result.failed.items()))
+        console.print(f"[bold red]error:[/] {len(result.failed)} of {sum(result.states.values())} cells failed "
+                      f"(first: {first}: {error}); fix the cause and run the same command again to retry them",
+                      highlight=False, soft_wrap=True)
+        return 1
+    if result.unfinished_jobs:
+        console.print(f"[bold red]error:[/] {len(result.unfinished_jobs)} cells' jobs ended without finishing them "
+                      f"({', '.join(result.unfinished_jobs)}); run the same command again to resubmit them (they "
+                      "resume from their last checkpoint)", highlight=False, soft_wrap=True)
+        return 1
+    return 0
 
 
 def _results(args: argparse.Namespace) -> None:
-    from augbench.analysis.store import load_results
+    from augbench.analysis.store import load_results, shown_location
     from augbench.analysis.tables import benchmark_table
 
-    results = load_results(args.path)
-    console.print(benchmark_table(results, title=f"{args.path}: {len(results)} evaluations (mean ± std over seeds)"))
+    results = load_results(args.path)  # read-only: a store on a read-only filesystem reads as any other
+    console.print(benchmark_table(results, title=f"{shown_location(args.path)}: {len(results)} evaluations "
+                                                 "(mean ± std over seeds)"))
     if args.csv:
         results.to_csv(args.csv, index=False)
         console.print(f"wrote {args.csv}")
@@ -208,20 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("config", help="benchmark YAML, e.g. configs/benchmarks/looc.yaml")
     bench.add_argument("--small", action="store_true", help="merge the config's `small:` section (CPU size)")
     bench.add_argument("--device", help="evaluation device (default: cuda if available)")
-    bench.add_argument("--max-cells", type=int, help="stop after running this many cells")
+    bench.add_argument("--max-cells", type=int, help="stop after running this many cells (executor local)")
+    bench.add_argument("--executor", choices=["local", "slurm", "ray"], default="local",
+                       help="where cells run: this process (default), SLURM jobs through submitit, or Ray tasks; "
+                       "settings in the config's slurm: / ray: sections (docs/scaling.md)")
     bench.add_argument("--plan", action="store_true", help="check the grid and list its runs, each with its state "
                        "on disk, without running anything")
     bench.add_argument("overrides", nargs="*", help="dot-list overrides of the benchmark config, e.g. seeds=[0]")
     bench.set_defaults(run=_benchmark)
 
     results = commands.add_parser("results", help="print and export a benchmark's results store")
-    results.add_argument("path", help="benchmark directory or its results.sqlite")
+    results.add_argument("path", help="benchmark directory, its results.sqlite, or a store URL "
+                         "(postgresql://user@host/db)")
     results.add_argument("--csv", type=Path, help="write every evaluation to this CSV file")
     results.add_argument("--parquet", type=Path, help="write every evaluation to this Parquet file")
     results.set_defaults(run=_results, overrides=[])
 
     report = commands.add_parser("report", help="write a benchmark's HTML and Markdown report")
-    report.add_argument("directory", help="benchmark directory (holding results.sqlite)")
+    report.add_argument("directory", help="benchmark directory (holding results.sqlite), or a store URL with --output")
     report.add_argument("--output", type=Path, help="HTML file to write (default: <directory>/report.html)")
     report.set_defaults(run=_report, overrides=[])
 
@@ -257,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         library_log.addHandler(RichHandler(console=console, show_time=False, show_path=False))
         library_log.setLevel(logging.INFO)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except PreemptedError as error:
         _print_error(error)
         return PreemptedError.exit_status
@@ -269,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _print_error(f"{error.filename}: {error.strerror}" if error.filename else error)
         return 2
-    return 0
 
 
 def _print_error(error: Exception | str) -> None:

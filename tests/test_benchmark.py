@@ -130,6 +130,8 @@ def test_a_grid_whose_run_changed_config_is_refused(grid):
     run = planned.runs["moco_v2__photo__seed0"]
     run.run_dir.mkdir(parents=True)
     (run.run_dir / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "optim": {"lr": 9.0}}))
+    (run.run_dir / "checkpoints").mkdir()
+    (run.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"trained weights")
     with pytest.raises(ConfigError, match=r"another config here \(differs at \[.*'optim.lr'"):
         plan(grid)
 

@@ -24,8 +24,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from augbench.analysis import plots, stats
-from augbench.analysis.store import ResultsStore
+from augbench.analysis.store import ResultsStore, is_server_url
 from augbench.analysis.tables import mean_std_table
+from augbench.errors import DataError
 
 INVARIANCE_KIND = "invariance"
 
@@ -48,7 +49,7 @@ class Section:
 
 def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
     """Read a benchmark's store and compute every section of its report."""
-    with ResultsStore(directory) as store:
+    with ResultsStore(directory, read_only=True) as store:
         results, cells, runs, meta = store.results(), store.table("cells"), store.table("runs"), store.meta()
     config = OmegaConf.to_container(OmegaConf.create(meta.get("config", "{}")))
     reference, protocol = config.get("reference_task", "shape"), config.get("protocol", "linear")
@@ -199,8 +200,10 @@ def render_markdown(meta: dict, sections: list[Section], figures_dir: Path, rela
 
 def write_report(directory: str | Path, output: str | Path | None = None) -> tuple[Path, Path]:
     """Write `report.html` (self-contained) and `report.md` (figures in `report_files/`); return both paths."""
-    directory = Path(directory)
-    html_path = Path(output) if output else directory / "report.html"
+    if is_server_url(directory) and not output:
+        raise DataError(f"{directory}: a store on a server has no directory to write the report into; "
+                        "give --output FILE.html")
+    html_path = Path(output) if output else Path(directory) / "report.html"
     markdown_path = html_path.with_suffix(".md")
     meta, sections = build_sections(directory)
     html_path.parent.mkdir(parents=True, exist_ok=True)

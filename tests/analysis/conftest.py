@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from augbench.analysis.store import ResultsStore, owner_id
+from augbench.analysis.queue import CellQueue, owner_id
+from augbench.analysis.store import ResultsStore
 
 METHODS = {"moco_v2": {"method": {"negatives": "queue", "predictor": {"enabled": False}}},
            "byol": {"method": {"negatives": "none", "predictor": {"enabled": True}}},
@@ -34,9 +35,10 @@ def fill_store(path, probes: bool = False) -> ResultsStore:
     store.set_meta(benchmark="synthetic", source="tests", small="False", config=yaml.safe_dump(config))
     cells = [{"cell_id": f"{m}__{d}__seed{s}__quick", "method": m, "dataset": d, "seed": s, "suite": "quick",
               "run_name": f"{m}__{d}__seed{s}"} for m in METHODS for d in DATASETS for s in SEEDS]
-    store.add_cells(cells)
+    queue = CellQueue(store)
+    queue.add_cells(cells)
     owner = owner_id("test")
-    while (cell := store.claim(owner, lease_seconds=60)) is not None:
+    while (cell := queue.claim(owner, lease_seconds=60)) is not None:
         run_config = {"name": cell["run_name"], "seed": cell["seed"], "model": {"name": "resnet18", "width": 0.25},
                       "trainer": {"max_epochs": 4, "batch_size": 128, "max_steps": -1},
                       "optim": {"name": "sgd", "lr": 0.05}, **METHODS[cell["method"]]}
@@ -62,7 +64,7 @@ def fill_store(path, probes: bool = False) -> ResultsStore:
                                     "value": 1 - 0.1 * depth * (2 if augmentation == "crop" else 1),
                                     "budget": "{}", "seed": cell["seed"], "n_test": 100,
                                     "details": json.dumps({"augmentation": augmentation, "stage": stage})})
-        assert store.finish(cell["cell_id"], owner, cell["run_name"], records)
+        assert queue.finish(cell["cell_id"], owner, cell["run_name"], records)
     return store
 
 

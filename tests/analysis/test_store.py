@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 import augbench
-from augbench.analysis.store import SCHEMA_VERSION, ResultsStore, load_results, owner_id
+from augbench.analysis.queue import CellQueue, owner_id
+from augbench.analysis.store import SCHEMA_VERSION, ResultsStore, load_results
 from augbench.cli import main
 from augbench.errors import DataError
 from tests.analysis.conftest import DATASETS, METHODS, SEEDS, TASKS
@@ -61,24 +62,24 @@ def test_a_file_that_is_not_sqlite_is_refused_unchanged(tmp_path):
 
 def test_adding_the_same_grid_twice_keeps_one_row_per_cell(tmp_path):
     with ResultsStore(tmp_path / "r.sqlite", create=True) as store:
-        store.add_cells(_cells(3))
-        store.add_cells(_cells(3))
+        CellQueue(store).add_cells(_cells(3))
+        CellQueue(store).add_cells(_cells(3))
         assert len(store.table("cells")) == 3
 
 
 def test_a_live_lease_blocks_and_an_expired_one_is_taken_over(tmp_path):
     with ResultsStore(tmp_path / "r.sqlite", create=True) as store:
-        store.add_cells(_cells(1))
-        first = store.claim("elsewhere:1:a", lease_seconds=0.5)
+        CellQueue(store).add_cells(_cells(1))
+        first = CellQueue(store).claim("elsewhere:1:a", lease_seconds=0.5)
         assert first["cell_id"] == "m__d__seed0__quick" and first["taken_over_from"] is None
-        assert store.claim("elsewhere:2:b", lease_seconds=0.5) is None
+        assert CellQueue(store).claim("elsewhere:2:b", lease_seconds=0.5) is None
         time.sleep(0.6)
-        second = store.claim("elsewhere:2:b", lease_seconds=0.5)
+        second = CellQueue(store).claim("elsewhere:2:b", lease_seconds=0.5)
         assert second["taken_over_from"] == "elsewhere:1:a"
         # the first runner's late numbers are not written: the cell is no longer its own
-        assert not store.finish(first["cell_id"], "elsewhere:1:a", "m__d__seed0", [
+        assert not CellQueue(store).finish(first["cell_id"], "elsewhere:1:a", "m__d__seed0", [
             {"task": "shape", "protocol": "knn", "metric": "top1", "value": 1.0, "seed": 0}])
-        assert store.finish(second["cell_id"], "elsewhere:2:b", "m__d__seed0", [
+        assert CellQueue(store).finish(second["cell_id"], "elsewhere:2:b", "m__d__seed0", [
             {"task": "shape", "protocol": "knn", "metric": "top1", "value": 2.0, "seed": 0}])
         evaluations = store.table("evaluations")
         assert evaluations["value"].tolist() == [2.0]
@@ -89,33 +90,34 @@ def test_a_cell_whose_owner_process_died_on_this_host_is_taken_over_at_once(tmp_
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with ResultsStore(tmp_path / "r.sqlite", create=True) as store:
-        store.add_cells(_cells(1))
-        store.claim(owner_id("x").replace(f":{__import__('os').getpid()}:", f":{dead.pid}:"), lease_seconds=3600)
-        taken = store.claim(owner_id("y"), lease_seconds=3600)
+        queue = CellQueue(store)
+        queue.add_cells(_cells(1))
+        queue.claim(owner_id("x").replace(f":{__import__('os').getpid()}:", f":{dead.pid}:"), lease_seconds=3600)
+        taken = queue.claim(owner_id("y"), lease_seconds=3600)
         assert taken is not None and taken["taken_over_from"].split(":")[1] == str(dead.pid)
 
 
 def test_two_suites_of_one_pretraining_run_are_never_held_by_two_runners(tmp_path):
     with ResultsStore(tmp_path / "r.sqlite", create=True) as store:
-        store.add_cells(_cells(1, suites=("quick", "full")))
-        assert store.claim("h:1:a", 60)["suite"] == "quick"
-        assert store.claim("h:2:b", 60) is None  # the other suite's run is being trained by runner a
-        assert store.claim("h:1:a", 60)["suite"] == "full"
+        CellQueue(store).add_cells(_cells(1, suites=("quick", "full")))
+        assert CellQueue(store).claim("h:1:a", 60)["suite"] == "quick"
+        assert CellQueue(store).claim("h:2:b", 60) is None  # the other suite's run is being trained by runner a
+        assert CellQueue(store).claim("h:1:a", 60)["suite"] == "full"
 
 
 def _claim_all(path, token, queue):
     with ResultsStore(path) as store:
         owner = f"elsewhere:{token}:{token}"
-        while (cell := store.claim(owner, 3600)) is not None:
+        while (cell := CellQueue(store).claim(owner, 3600)) is not None:
             time.sleep(0.002)
-            store.finish(cell["cell_id"], owner, cell["run_name"], [])
+            CellQueue(store).finish(cell["cell_id"], owner, cell["run_name"], [])
             queue.put(cell["cell_id"])
 
 
 def test_concurrent_runners_claim_every_cell_exactly_once(tmp_path):
     path = tmp_path / "r.sqlite"
     with ResultsStore(path, create=True) as store:
-        store.add_cells(_cells(40))
+        CellQueue(store).add_cells(_cells(40))
     queue = multiprocessing.Queue()
     workers = [multiprocessing.Process(target=_claim_all, args=(path, i + 1, queue)) for i in range(4)]
     for worker in workers:
@@ -130,9 +132,9 @@ def test_concurrent_runners_claim_every_cell_exactly_once(tmp_path):
 
 def test_evaluations_of_a_cell_cannot_be_written_twice(filled_store):
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"), filled_store.transaction() as db:
-        db.execute("INSERT INTO evaluations (cell_id, run_name, task, category, protocol, budget, seed, metric, "
-                   "value, time) SELECT cell_id, run_name, task, category, protocol, budget, seed, metric, value, "
-                   "time FROM evaluations LIMIT 1")
+        db.run("INSERT INTO evaluations (cell_id, run_name, task, category, protocol, budget, seed, metric, "
+               "value, time) SELECT cell_id, run_name, task, category, protocol, budget, seed, metric, value, "
+               "time FROM evaluations LIMIT 1")
 
 
 def test_load_results_returns_one_row_per_evaluation_with_its_cell(filled_store):
