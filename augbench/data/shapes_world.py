@@ -123,7 +123,7 @@ class ShapesWorldConfig:
         _check_names("shapes", self.shapes, SHAPES)
         _check_names("textures", self.textures, TEXTURES)
         _check_names("backgrounds", self.backgrounds, BACKGROUND_KINDS)
-        if "photo" in self.backgrounds:
+        if "photo" in self.backgrounds or self.photos:  # a misspelt photo is an error even where none is drawn
             _check_names("photos", self.photos, PHOTOS)
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"scale={list(self.scale)}: expected [low, high] with 0 < low <= high <= 1")

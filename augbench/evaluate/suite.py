@@ -131,6 +131,7 @@ class SuiteConfig:
 
     `dataset_overrides` are set on every task's dataset that has those keys
     (e.g. `{image_size: 16, train_size: 200}` for a smoke run of a suite).
+    `protocols`, when given, keeps only these of each task's protocols.
     """
 
     name: str = "suite"
@@ -146,6 +147,12 @@ class SuiteConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     batch_size: int = 512
     dataset_overrides: dict[str, Any] = field(default_factory=dict)
+    protocols: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown:
+            raise ValueError(f"protocols: unknown {unknown}; known: {list(PROTOCOLS)}")
 
 
 def _resolve(kind: str, name_or_path: str | Path, relative_to: Path | None = None) -> Path:
@@ -169,6 +176,11 @@ def load_suite(suite: str | Path, overrides: Sequence[str] = ()) -> tuple[SuiteC
         task_path = _resolve("tasks", name, path.parent)
         task = load_task(task_path)
         task.dataset = _override_dataset(task.dataset, config.dataset_overrides, task_path)
+        if config.protocols:
+            task.protocols = [p for p in task.protocols if p in config.protocols]
+            if not task.protocols:
+                raise ConfigError(f"{path}: protocols: {list(config.protocols)} leave task {task.name!r} none of its "
+                                  "own")
         _check_disk_path(task.dataset, task_path)
         for protocol in task.protocols:
             settings = protocol_config(config, task, protocol, where=str(task_path))

@@ -113,8 +113,7 @@ CASES = {
         _encoder("unknown_key"), 2, ("encoder.safetensors: metadata 'model' has the key 'stem_channels'",
                                      "written by augbench 9.0.0")),
     "encoder: metadata names a model that does not exist": Case(
-        _encoder("unknown_model"), 2, ("encoder.safetensors: its metadata names a model this augbench cannot build",
-                                       "resnet1B")),
+        _encoder("unknown_model"), 2, ("encoder.safetensors: metadata 'model': name='resnet1B' is unknown",)),
     "encoder: NaN weights": Case(
         _encoder("nan_weights"), 2, ("encoder.safetensors: tensor 'layer2.0.bn1.running_var' has 1 NaN or infinite",)),
     "encoder: infinite weights": Case(

@@ -34,7 +34,17 @@ def test_the_full_suite_has_twenty_end_tasks_in_all_four_categories():
 def test_the_quick_suite_reads_every_factor_an_image_shows_by_knn_and_linear():
     _, tasks = load_suite("quick")
     assert [t.name for t in tasks] == ["shape", "hue", "orientation", "scale", "position", "background"]
-    assert all({"knn", "linear"} <= set(t.protocols) for t in tasks)
+    assert all(t.protocols == ["knn", "linear"] for t in tasks)
+
+
+def test_a_suites_protocols_keep_only_those_of_each_tasks_own(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("tasks: [shape, scale]\nprotocols: [linear]\n")
+    _, tasks = load_suite(suite)
+    assert [t.protocols for t in tasks] == [["linear"], ["linear"]]
+    suite.write_text("tasks: [shape]\nprotocols: [dense]\n")
+    with pytest.raises(ConfigError, match=r"protocols: \['dense'\] leave task 'shape' none of its own"):
+        load_suite(suite)
 
 
 @pytest.mark.parametrize(("task", "message"), [
