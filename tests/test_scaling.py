@@ -153,7 +153,8 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_the_rerun_adds_nothing(grid
     driver.start()
     killed, pid = _running_owner(store, with_checkpoint=True, runs=runs)
     os.kill(pid, signal.SIGKILL)  # the Ray worker running the cell
-    driver.join(600)
+    driver.join(1800)
+    assert not driver.is_alive(), "the grid's jobs did not end within 30 minutes"
     assert outcome["result"].states == {"finished": 4}
     _assert_every_cell_once(store)
     with ResultsStore(store) as opened:
@@ -194,7 +195,8 @@ def test_a_submitit_job_killed_mid_cell_loses_nothing_when_the_grid_is_rerun(gri
     driver.start()
     killed, pid = _running_owner(store, with_checkpoint=True, runs=runs)
     os.kill(pid, signal.SIGKILL)  # the job's process: submitit reports the job failed, not requeued
-    driver.join(600)
+    driver.join(1800)
+    assert not driver.is_alive(), "the grid's jobs did not end within 30 minutes"
     first = outcome["result"]
     assert first.states.get("finished") == 1 and killed not in first.ran and first.unfinished_jobs == [killed]
     rerun = run_benchmark(grid4, overrides=overrides, executor="slurm", console=Console(quiet=True))

@@ -29,7 +29,7 @@ from augbench.errors import PreemptedError
 from augbench.files import RunLock, StorageError, write_atomic
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import save_encoder
-from augbench.train.checkpoint import CheckpointError, safe_load
+from augbench.train.checkpoint import AtomicCheckpointIO, CheckpointError, safe_load
 from augbench.train.config import ACCELERATORS, PRECISIONS
 from augbench.train.pretrain import load_config, newest_checkpoint, pretrain, read_status
 from tests.conftest import REPO, TINY_OVERRIDES
@@ -266,7 +266,21 @@ class FillDiskAt(Callback):
             _fill(self.disk, self.leave)
 
 
-def test_a_disk_that_fills_during_a_checkpoint_names_the_path_and_the_real_error(small_disk):
+def test_a_checkpoint_write_that_fills_the_disk_names_the_path_and_the_real_error(small_disk):
+    """torch's writer fails part-way ("enforce fail ... unexpected pos"); the OS's ENOSPC is what is reported."""
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(100_000)}, small_disk / "last.ckpt")
+    _fill(small_disk, leave=64 * 1024)
+    with pytest.raises(CheckpointError) as raised:
+        io.save_checkpoint({"global_step": 2, "w": torch.ones(700_000)}, small_disk / "step=2.ckpt")
+    assert str(raised.value) == (f"{small_disk / 'step=2.ckpt'}: could not write the checkpoint (No space left on "
+                                 "device); the previous checkpoint at this path, if any, is unchanged")
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "last.ckpt"]
+    assert io.load_checkpoint(small_disk / "last.ckpt")["global_step"] == 1
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_a_run_names_the_path_and_the_real_error(small_disk):
     config = _config(small_disk, "full", "trainer.max_steps=3")
     checkpoints = config.run_dir / "checkpoints"
     # Room for the first writes of the checkpoint, not for all of it: torch's writer fails part-way.
