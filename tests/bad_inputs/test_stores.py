@@ -101,7 +101,7 @@ CASES = {
         r"8 training images, fewer than trainer\.batch_size=16\); fix the cause and run the same command again"),
     "--plan with a model name no registry knows": Case(
         lambda tmp_path: ["benchmark", str(_grid(tmp_path)), "--plan", "pretrain.model.name=resnet1B"], 2,
-        r"error: \S+bench\.yaml: runs moco_v2__photo: model\.name='resnet1B' is neither an augbench ResNet",
+        r"error: .*bench\.yaml: cell moco_v2__photo__seed0: model: name='resnet1B' is unknown",
         _nothing_created),
     "the corrected grid in the output_dir of one that trained nothing": Case(
         _corrected_after_failure, 0, r"cells: 1 finished; this run ran 1"),

@@ -21,7 +21,8 @@ class FlipInvariant(Pixels):
 
 @pytest.fixture(scope="module")
 def images():
-    return load_shapes_world(ShapesWorldConfig(image_size=16, train_size=300), "train").images
+    return load_shapes_world(ShapesWorldConfig(world="photo_backgrounds", image_size=16, train_size=300),
+                             "train").images
 
 
 def test_an_encoder_built_to_ignore_flips_is_invariant_to_them_and_only_them(images):

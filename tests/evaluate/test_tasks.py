@@ -121,7 +121,8 @@ class PixelStatistics(nn.Module):
 
 def test_corruption_records_hold_clean_mean_and_relative_drop(tmp_path):
     results = _run(tmp_path, PixelStatistics(), [{
-        "name": "corr", "category": "corruptions", "kind": "corruptions", "dataset": {**TINY, "train_size": 400},
+        "name": "corr", "category": "corruptions", "kind": "corruptions",
+        "dataset": {**TINY, "train_size": 400, "world": "photo_backgrounds"},
         "label": "background", "protocols": ["knn", "linear"],
         "corruptions": {"names": ["gaussian_noise", "contrast"], "severities": [1, 5], "max_test_images": 40}}])
     for row in results.itertuples():
