@@ -14,11 +14,12 @@ import io
 import os
 import socket
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from augbench.errors import AugbenchError
+from augbench.errors import AugbenchError, CheckpointError, weights_only_reason
 
 
 class StorageError(AugbenchError, OSError):
@@ -151,3 +152,21 @@ class RunLock:
         if self._file is not None:
             self._file.close()  # closing drops the flock
             self._file = None
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`, with any failure reported as a CheckpointError naming `path`."""
+    import torch  # a leaf every layer imports: torch only when a checkpoint is read
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with warnings.catch_warnings():
+            # torch's note that a pickle of protocol > 2 may hold instructions its weights-only unpickler lacks: the
+            # load then fails with the reason below, or succeeds, and either way the note asks nothing of the user.
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the cause
+        reason = weights_only_reason(error)
+        raise CheckpointError(f"{path}: refused to load as a weights-only checkpoint: {reason}") from None

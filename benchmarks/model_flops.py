@@ -51,8 +51,8 @@ from augbench.augment.recipes import build_recipe
 from augbench.augment.views import to_float
 from augbench.methods import build_method
 from augbench.models.backbones import build_backbone
+from augbench.optim import build_optimizer
 from augbench.train.module import compile_backbones
-from augbench.train.optim import build_optimizer
 
 aten = torch.ops.aten
 COMPILED = "fp32, backbones compiled"

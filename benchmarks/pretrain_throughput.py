@@ -11,7 +11,7 @@ momentum 0.9, wd 5e-4; BYOL: LARS lr 1.0·B/256, wd 1e-5, BN and biases
 excluded).
 
 - augbench: the presets in configs/methods, built by `build_backbone`,
-  `build_method`, `build_recipe` and `augbench.train.optim.build_optimizer`;
+  `build_method`, `build_recipe` and `augbench.optim.build_optimizer`;
   per step, what `PretrainModule` does: the uint8 batch from a DataLoader over
   the ImageDataset, `to_float`, channels_last, both views augmented batched
   on the device, the method's loss, backward, optimiser step, EMA update.
@@ -56,7 +56,7 @@ from augbench.augment.views import to_float
 from augbench.data.dataset import ImageDataset
 from augbench.methods import build_method
 from augbench.models.backbones import build_backbone
-from augbench.train.optim import build_optimizer, parameter_groups
+from augbench.optim import build_optimizer, parameter_groups
 
 METHODS = ("moco_v2", "byol")
 

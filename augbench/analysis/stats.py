@@ -57,10 +57,8 @@ def _pooled(paired: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def higher_is_better(metric: str) -> bool:
     """The direction of a metric: from augbench's metric registry when it lists it, else by name."""
-    try:
-        from augbench.evaluate.metrics import METRICS
-    except ImportError:
-        METRICS = {}  # noqa: N806 - the registry's name where it exists
+    from augbench.metrics import METRICS  # torch's import is paid only by the analyses that ask for a direction
+
     if metric in METRICS:
         return bool(METRICS[metric].higher_is_better)
     return not any(word in metric.lower() for word in LOWER_IS_BETTER)

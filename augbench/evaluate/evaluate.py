@@ -28,10 +28,10 @@ from torch import nn
 import augbench
 from augbench.config import check_device
 from augbench.errors import DataError
-from augbench.evaluate.metrics import METRICS
 from augbench.evaluate.suite import SuiteConfig, TaskConfig, load_suite, protocol_config
 from augbench.evaluate.tasks import Context, run_task
 from augbench.files import StorageError, check_writable, write_atomic
+from augbench.metrics import METRICS
 from augbench.models.io import check_finite, read_encoder
 
 logger = logging.getLogger(__name__)

@@ -43,8 +43,8 @@ from augbench.augment.ops import (
     Solarize,
 )
 from augbench.augment.views import to_float
-from augbench.evaluate.metrics import r2
 from augbench.evaluate.protocols import LinearConfig, fit_linear_classifier, fit_ridge
+from augbench.metrics import r2
 
 
 def _crop_target(params: Params) -> Tensor:

@@ -44,10 +44,10 @@ from augbench.data import DATASETS, dataset_config_type
 from augbench.data.disk import DiskConfig
 from augbench.evaluate.corruptions import CORRUPTIONS, SEVERITIES
 from augbench.evaluate.dense import DenseConfig
-from augbench.evaluate.metrics import METRICS, PIXEL_TARGETS, TARGETS
 from augbench.evaluate.probes import ProbeConfig
 from augbench.evaluate.protocols import FewShotConfig, KNNConfig, LinearConfig, MLPConfig
 from augbench.evaluate.training import FinetuneConfig, SGDLinearConfig
+from augbench.metrics import METRICS, PIXEL_TARGETS, TARGETS
 from augbench.models.external import is_external, parse_spec
 
 PROTOCOLS = ("knn", "linear", "mlp", "sgd_linear", "finetune", "fewshot", "dense", "probe")

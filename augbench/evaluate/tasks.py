@@ -25,7 +25,6 @@ from augbench.errors import ConfigError
 from augbench.evaluate import dense as dense_head
 from augbench.evaluate.corruptions import corrupt
 from augbench.evaluate.features import extract_features
-from augbench.evaluate.metrics import METRICS
 from augbench.evaluate.probes import sensitivity_table
 from augbench.evaluate.protocols import (
     few_shot_accuracies,
@@ -38,6 +37,7 @@ from augbench.evaluate.protocols import (
 )
 from augbench.evaluate.suite import SuiteConfig, TaskConfig, protocol_config, shifted_dataset
 from augbench.evaluate.training import finetune_classifier, sgd_linear_classifier
+from augbench.metrics import METRICS
 
 # A fitted protocol maps (features, the split or its uint8 images) to predictions in the target's encoding. Most
 # read the features cached once per split; those that run the encoder on pixels themselves (SGD linear and

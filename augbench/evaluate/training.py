@@ -22,7 +22,7 @@ from augbench.data import Split
 from augbench.errors import ConfigError
 from augbench.evaluate.features import extract_features
 from augbench.models.io import load_encoder
-from augbench.train.optim import OptimConfig, build_optimizer, build_scheduler
+from augbench.optim import OptimConfig, build_optimizer, build_scheduler
 
 
 @dataclass

@@ -22,9 +22,10 @@ from torch import nn
 
 import augbench
 from augbench.errors import CheckpointError
-from augbench.files import StorageError, check_writable, write_atomic
+from augbench.files import StorageError, check_writable, safe_load, write_atomic
 from augbench.models.backbones import RESNET_LAYOUTS, BackboneConfig, ResNetBackbone, build_backbone
 from augbench.models.external import is_external, load_external
+from augbench.models.looc_encoder import LooCPlusPlusEncoder
 
 ENCODER_FILE = "encoder.safetensors"
 BACKBONE_PREFIX = "method.backbone."
@@ -144,9 +145,6 @@ def _build_encoder(config: BackboneConfig, layout: dict[str, str], path: Path, c
                               f"{str(error).splitlines()[0]}") from None
     if representation == "backbone":
         return backbone
-    # Imported here: models/ does not depend on methods/ except to rebuild a method's own encoder.
-    from augbench.methods.looc import LooCPlusPlusEncoder
-
     spaces = layout.get("spaces", "")
     if not spaces.isdigit() or int(spaces) < 1:
         raise CheckpointError(f"{path}: metadata 'spaces' is {spaces!r}; a LooC++ encoder needs a positive count")
@@ -210,7 +208,6 @@ def _config_from_metadata(path: Path, metadata: dict[str, str]) -> BackboneConfi
 
 
 def _read_lightning_checkpoint(path: Path) -> tuple[BackboneConfig, dict[str, torch.Tensor], dict[str, str], dict]:
-    from augbench.train.checkpoint import safe_load  # train/ imports models/, so not at import time
 
     checkpoint = safe_load(path)  # before anything else: a pickle that would run code is refused, whatever surrounds it
     config_file = path.parent.parent / "config.yaml"

@@ -1,7 +1,8 @@
 """Checkpoints that never run code and never leave half a file, and the state a bit-exact resume needs.
 
-- `safe_load(path)` reads any torch pickle (Lightning `.ckpt`, legacy `.pth`)
-  with `torch.load(weights_only=True)`: tensors, numbers, strings and
+- `safe_load(path)` (in the leaf `augbench.files`, which models/ reads too)
+  reads any torch pickle (Lightning `.ckpt`, legacy `.pth`) with
+  `torch.load(weights_only=True)`: tensors, numbers, strings and
   containers only. A pickle that asks to call anything else (the way a
   malicious checkpoint runs code) is refused with a CheckpointError naming the
   file, before anything in it executes.
@@ -17,32 +18,14 @@
 from __future__ import annotations
 
 import random
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from augbench.errors import CheckpointError, weights_only_reason
-from augbench.files import write_atomic
-
-
-def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
-    """`torch.load(path, weights_only=True)`, with any failure reported as a CheckpointError naming `path`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        with warnings.catch_warnings():
-            # torch's note that a pickle of protocol > 2 may hold instructions its weights-only unpickler lacks: the
-            # load then fails with the reason below, or succeeds, and either way the note asks nothing of the user.
-            warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint")
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the cause
-        reason = weights_only_reason(error)
-        raise CheckpointError(f"{path}: refused to load as a weights-only checkpoint: {reason}") from None
+from augbench.errors import CheckpointError
+from augbench.files import safe_load, write_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

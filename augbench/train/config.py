@@ -26,7 +26,7 @@ from augbench.methods.hai import HAIConfig
 from augbench.methods.looc import LooCConfig
 from augbench.models.backbones import BackboneConfig
 from augbench.models.taps import NUM_STAGES
-from augbench.train.optim import OptimConfig
+from augbench.optim import OptimConfig
 
 STATUS_FILE = "status.json"
 CONFIG_FILE = "config.yaml"

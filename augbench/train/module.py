@@ -13,8 +13,8 @@ from torch import nn
 from augbench.augment.views import Recipe, to_float
 from augbench.errors import DivergedError
 from augbench.methods.base import Method
+from augbench.optim import OptimConfig, build_optimizer, build_scheduler
 from augbench.train.checkpoint import restore_rng_state, rng_state
-from augbench.train.optim import OptimConfig, build_optimizer, build_scheduler
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:

@@ -11,7 +11,7 @@ from augbench.evaluate.suite import load_suite
 from augbench.evaluate.training import FinetuneConfig, finetune_classifier, norm_rescale
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import save_encoder
-from augbench.train.optim import OptimConfig
+from augbench.optim import OptimConfig
 
 CONFIG = BackboneConfig(width=0.125)
 

@@ -196,7 +196,7 @@ def test_the_swav_objective_agrees_with_lightlys_independent_implementation():
 
 
 def test_the_preset_optimiser_is_the_official_larc_over_every_parameter_without_warm_up_at_batch_256():
-    from augbench.train.optim import build_optimizer
+    from augbench.optim import build_optimizer
 
     method, config = _swav()
     optimizer = build_optimizer(method, config.optim, global_batch_size=256)

@@ -29,7 +29,7 @@ from augbench.augment.views import View
 from augbench.config import shipped_config
 from augbench.methods import build_method
 from augbench.models.backbones import build_backbone
-from augbench.train.optim import build_optimizer
+from augbench.optim import build_optimizer
 from augbench.train.pretrain import load_config, read_status
 from tests.conftest import REPO, TINY_OVERRIDES
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from augbench.train.optim import OptimConfig, build_optimizer, build_scheduler, parameter_groups, warmup_cosine
+from augbench.optim import OptimConfig, build_optimizer, build_scheduler, parameter_groups, warmup_cosine
 
 
 def _model():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, jaccard_score, r2_score
 
-from augbench.evaluate.metrics import angular_error, binary_iou, mean_box_iou, mean_per_class, miou, r2, top1
+from augbench.metrics import angular_error, binary_iou, mean_box_iou, mean_per_class, miou, r2, top1
 
 
 def test_r2_matches_scikit_learn_uniform_average():
