@@ -10,7 +10,7 @@ augmentation, fine-tuning, the dense head) live in `training` and `dense`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,13 +65,17 @@ class LinearConfig:
             raise ValueError(f"select_by={self.select_by!r}: expected one of {list(LINEAR_SELECTIONS)}")
 
 
-def knn_predict(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, config: KNNConfig) -> Tensor:
+def _nearest(bank: Tensor, queries: Tensor, config: KNNConfig) -> Iterator[tuple[Tensor, Tensor]]:
+    """Chunk by chunk of queries: the cosine similarities and bank indices (chunk, k) of the k nearest bank rows."""
     bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
     k = min(config.k, len(bank))
-    predictions = []
     for start in range(0, len(queries), config.chunk_size):
-        similarity = queries[start : start + config.chunk_size] @ bank.T  # (chunk, N)
-        top_similarity, top_index = similarity.topk(k, dim=1)
+        yield (queries[start : start + config.chunk_size] @ bank.T).topk(k, dim=1)
+
+
+def knn_predict(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, config: KNNConfig) -> Tensor:
+    predictions = []
+    for top_similarity, top_index in _nearest(bank, queries, config):
         weights = (top_similarity / config.temperature).exp()
         votes = torch.zeros(len(top_index), num_classes, dtype=weights.dtype)
         votes.scatter_add_(1, bank_labels[top_index], weights)
@@ -159,11 +163,8 @@ def knn_classifier(bank: Tensor, bank_labels: Tensor, num_classes: int, config: 
 def knn_regress(bank: Tensor, bank_targets: Tensor, queries: Tensor, config: KNNConfig) -> Tensor:
     """The votes of `knn_predict` as weights of a mean: each query gets the exp(s/τ)-weighted mean of its k
     nearest neighbours' target rows (N, K), so a regression target reads with the same k, τ and distance."""
-    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
-    k = min(config.k, len(bank))
     predictions = []
-    for start in range(0, len(queries), config.chunk_size):
-        top_similarity, top_index = (queries[start : start + config.chunk_size] @ bank.T).topk(k, dim=1)
+    for top_similarity, top_index in _nearest(bank, queries, config):
         weights = torch.softmax(top_similarity / config.temperature, dim=1)  # exp(s/τ), normalised per query
         predictions.append(torch.einsum("qk,qkd->qd", weights, bank_targets[top_index].to(weights.dtype)))
     return torch.cat(predictions)
