@@ -60,9 +60,9 @@ WORLDS: dict[str, dict] = {
         "saturation": [0.8, 0.8], "value": [0.9, 0.9], "flat_greys": [0.3, 0.5, 0.7], "shared_pose": True,
         "hue_per_object": True,
     },
-    # The world of augbench before 0.2: one textured object of continuous colour on a photo crop or a flat colour.
-    # Two crops share the background's photo crop and the object's colour, which tell images apart more cheaply
-    # than the shape does, so the presets learn colour and backgrounds, not the object (feature suppression).
+    # augbench's world before the objects world: one textured object of continuous colour on a photo crop or a flat
+    # colour. Two crops share the background's photo crop and the object's colour, which tell images apart more
+    # cheaply than the shape does, so the presets learn colour and backgrounds, not the object (feature suppression).
     "photo_backgrounds": {
         "textures": list(TEXTURES), "backgrounds": list(BACKGROUND_KINDS), "scale": [0.45, 0.85], "objects": [1, 1],
         "hue_palette": 0, "saturation": [0.65, 1.0], "value": [0.7, 1.0], "flat_greys": [], "shared_pose": False,
@@ -389,19 +389,17 @@ def _texture_patterns(config: ShapesWorldConfig, f: dict[str, np.ndarray]) -> to
 
 def _backgrounds(config: ShapesWorldConfig, f: dict[str, np.ndarray]) -> torch.Tensor:
     n, size = len(f["shape"]), config.image_size
-    names = np.asarray(_background_names(config))[f["background"]]
-    names = np.where(np.char.startswith(names, "grey "), "flat", names)
+    # The background classes are the flat ones (one colour, or each grey level) first, then the photos.
+    flat_classes = len(_background_names(config)) - (len(config.photos) if "photo" in config.backgrounds else 0)
     flat = hsv2rgb(f["background_colour"][:, None, :])[:, 0]
     if config.flat_greys:
         grey = np.asarray(config.flat_greys)[np.minimum(f["background"], len(config.flat_greys) - 1)]
         flat = np.repeat(grey[:, None], 3, axis=1)
     image = torch.from_numpy(flat).float()[:, :, None, None].expand(n, 3, size, size).clone()
-    rows = np.flatnonzero(names != "flat")
+    rows = np.flatnonzero(f["background"] >= flat_classes)
     if len(rows):
-        photos = tuple(config.photos)
-        stack = _photo_stack(photos, 4 * size)
-        source = np.array([photos.index(name) for name in names[rows]])
-        image[rows] = _crop(stack, source, f["background_box"][rows], size)
+        stack = _photo_stack(tuple(config.photos), 4 * size)
+        image[rows] = _crop(stack, f["background"][rows] - flat_classes, f["background_box"][rows], size)
     return image
 
 
