@@ -5,7 +5,9 @@ command-line overrides) onto a dataclass schema. Each source is merged on its
 own, so an unknown key or a value of the wrong type is reported with the key
 and the file (or "command line") it came from. Sections whose schema depends
 on a `name` (the method, the dataset) are polymorphic: their dataclass is
-looked up from the composed `name` before the sources are merged.
+looked up from `name` as the sources set it. A source that switches the name
+starts the section afresh from the new dataclass's defaults, unless that
+dataclass says what it starts from (`composed_over`, below).
 """
 
 from __future__ import annotations
@@ -97,30 +99,28 @@ def compose(
     """Merge `sources` onto `schema`; return the validated object and the resolved DictConfig.
 
     `polymorphic[key](name)` returns the dataclass of section `key` whose
-    `name` is `name`, or raises KeyError.
+    `name` is `name`, or raises KeyError. When a source switches the name that
+    an earlier source set, from a dataclass `previous` to `new`, the section
+    starts from `new`'s defaults (settings made for the previous name do not
+    apply to the new one), or, if `new` has a classmethod
+    `composed_over(previous, values)` that returns values, from those: a
+    method renamed within its family keeps what is composed so far
+    (configs/fair/), a wrapper method takes it as its base method (HAI).
     """
     merged = OmegaConf.structured(schema)
-    defaults = {key: merged[key]["name"] for key in polymorphic}
     for key, lookup in polymorphic.items():
-        name, origin = _composed_name(key, merged, sources)
-        try:
-            merged[key] = OmegaConf.structured(lookup(name))
-        except KeyError as error:
-            raise ConfigError(f"{origin}: {key}.name={name!r} is unknown; {error.args[0]}") from None
-    current = dict(defaults)
+        merged[key] = OmegaConf.structured(_section_type(lookup, key, merged[key]["name"], "defaults"))
+    named = set()  # the sections whose name a source has set; the schema's default name carries nothing over
     for source in sources:
-        values = source.values
-        for key in polymorphic:
-            # A source that switches `key.name` (say data.name=digits over a shapes_world preset) replaces the
-            # section: settings made for the previous name do not apply to the new one.
-            name = OmegaConf.select(values, f"{key}.name", default=current[key])
-            if name != current[key]:
-                current[key] = name
-                merged[key] = OmegaConf.structured(OmegaConf.get_type(merged, key))
-            if current[key] != merged[key]["name"] and key in values:
-                values = OmegaConf.masked_copy(values, [k for k in values if k != key])
+        for key, lookup in polymorphic.items():
+            name = OmegaConf.select(source.values, f"{key}.name", default=None)
+            if name is not None and name != merged[key]["name"]:
+                new = _section_type(lookup, key, name, source.name)
+                merged[key] = _switched(merged[key] if key in named else None, new, name)
+            if name is not None:
+                named.add(key)
         try:
-            merged = OmegaConf.merge(merged, values)
+            merged = OmegaConf.merge(merged, source.values)
         except OmegaConfBaseException as error:
             raise ConfigError(f"{source.name}: {error.full_key}: {_first_line(error)}") from None
     names = ", ".join(s.name for s in sources) or "defaults"
@@ -130,13 +130,23 @@ def compose(
     return _to_object(merged, names), merged
 
 
-def _composed_name(key: str, merged: DictConfig, sources: Sequence[Source]) -> tuple[str, str]:
-    name, origin = merged[key]["name"], "defaults"
-    for source in sources:
-        value = OmegaConf.select(source.values, f"{key}.name", default=None)
-        if value is not None:
-            name, origin = value, source.name
-    return name, origin
+def _section_type(lookup: Callable[[str], type], key: str, name: str, origin: str) -> type:
+    try:
+        return lookup(name)
+    except KeyError as error:
+        raise ConfigError(f"{origin}: {key}.name={name!r} is unknown; {error.args[0]}") from None
+
+
+def _switched(section: DictConfig | None, new: type, name: str) -> DictConfig:
+    """The section as it starts under the dataclass `new`, named `name`, after `section` as composed so far (None:
+    nothing composed)."""
+    start = OmegaConf.structured(new)
+    composed_over = getattr(new, "composed_over", None)
+    values = composed_over(OmegaConf.get_type(section), section) if composed_over and section is not None else None
+    if values is not None:
+        start = OmegaConf.merge(start, values)
+    start["name"] = name
+    return start
 
 
 def _to_object(config: DictConfig, where: str) -> Any:

@@ -25,8 +25,8 @@ def test_base_files_are_inherited_relative_to_the_file(tmp_path):
 
 
 def test_unknown_key_names_the_key_and_the_file(tmp_path):
-    path = _write(tmp_path / "bad.yaml", "method:\n  name: siamese\n  temprature: 0.1\n")
-    with pytest.raises(ConfigError, match=rf"{path}: method.temprature: Key 'temprature' not in 'SiameseConfig'"):
+    path = _write(tmp_path / "bad.yaml", "method:\n  name: moco_v2\n  temprature: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"{path}: method.temprature: Key 'temprature' not in 'MoCoV2Config'"):
         load_config(path)
 
 
@@ -52,7 +52,7 @@ def test_semantic_errors_name_the_section():
 
 def test_unknown_method_name_names_the_file(tmp_path):
     path = _write(tmp_path / "m.yaml", "method: {name: dino}\n")
-    with pytest.raises(ConfigError, match=rf"{path}: method.name='dino' is unknown; known methods: \[.*'siamese'.*\]"):
+    with pytest.raises(ConfigError, match=rf"{path}: method.name='dino' is unknown; known methods: \[.*'moco_v2'.*\]"):
         load_config(path)
 
 
@@ -67,17 +67,71 @@ def test_missing_file_and_broken_yaml_are_named(tmp_path):
         load_config(missing_base)
 
 
-def test_every_shipped_method_preset_loads_and_siamese_presets_share_their_keys():
-    import yaml
+def _set_keys(values: dict, prefix: str = "") -> dict:
+    """A YAML section's leaf keys, dotted, with their values."""
+    keys = {}
+    for key, value in values.items():
+        keys |= _set_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return keys
 
-    keys = None
-    for path in sorted(shipped_config("methods").glob("*.yaml")):
-        config, _ = load_config(path)
-        if config.method.name != "siamese":
-            continue
-        method_keys = sorted(yaml.safe_load(path.read_text())["method"])
-        keys = keys or method_keys
-        assert method_keys == keys, path  # a comparison of two methods is a diff of two files
+
+@pytest.mark.parametrize("preset", ["moco_v2", "byol", "simclr", "simsiam"])
+def test_a_paper_preset_file_sets_only_what_differs_from_its_paper_defaults(preset):
+    import yaml
+    from omegaconf import OmegaConf
+
+    from augbench.methods import METHODS
+
+    path = shipped_config(f"methods/{preset}.yaml")
+    config, _ = load_config(path)
+    assert type(config.method) is METHODS[preset][0] and config.method.name == preset
+    paper = _set_keys(OmegaConf.to_container(OmegaConf.structured(METHODS[preset][0])))
+    written = _set_keys(yaml.safe_load(path.read_text())["method"])
+    written.pop("name")
+    # Every key the file sets is a small-image value that differs from the paper's: none is inert or a copy.
+    assert written and all(paper[key] != value for key, value in written.items()), written
+
+
+def test_siamese_of_earlier_versions_is_refused_in_one_line_naming_the_new_names(tmp_path):
+    path = _write(tmp_path / "old.yaml", "method: {name: siamese, negatives: none}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: method.name='siamese' is unknown") and "\n" not in message
+    assert all(name in message for name in ("moco_v2", "byol", "simclr", "simsiam", "two_branch"))
+
+
+def test_a_rename_within_the_two_branch_family_keeps_the_switches_and_a_sibling_starts_from_its_paper(tmp_path):
+    moco_v2, _ = load_config(shipped_config("methods/moco_v2.yaml"))
+    generic, _ = load_config(shipped_config("methods/moco_v2.yaml"), ["method.name=two_branch"])
+    assert generic.method.name == "two_branch" and {**vars(generic.method), "name": "moco_v2"} == vars(moco_v2.method)
+    # two_branch → byol keeps them too (configs/fair/09_lars.yaml names the path's end BYOL)
+    moco_v2_file = shipped_config("methods/moco_v2.yaml")
+    step = _write(tmp_path / "step.yaml", f"base: {moco_v2_file}\nmethod: {{name: two_branch}}\n")
+    back, _ = load_config(step, ["method.name=byol"])
+    assert (back.method.name, back.method.negatives, back.method.queue_size) == ("byol", "queue", 4096)
+    # A sibling preset is another method: the command line's byol over moco_v2.yaml is BYOL's paper defaults.
+    byol, _ = load_config(shipped_config("methods/moco_v2.yaml"), ["method.name=byol"])
+    assert (byol.method.negatives, byol.method.momentum.base, byol.method.predictor.enabled) == ("none", 0.996, True)
+
+
+def test_hai_presets_take_their_base_preset_as_base_method_with_only_hais_own_changes():
+    from dataclasses import asdict
+
+    def method(preset):
+        return _set_keys(asdict(load_config(shipped_config(f"methods/{preset}.yaml"))[0].method))
+
+    def changed(preset, hai):
+        base, over = method(preset), {k.removeprefix("base_method."): v for k, v in method(hai).items()
+                                      if k.startswith("base_method.")}
+        return {key for key in base if base[key] != over[key]}
+
+    assert changed("moco_v2", "hai_moco_v2") == {"shuffle_bn"}  # HAI runs without Shuffle BN
+    assert changed("byol", "hai_byol") == {"projector.out_dim", "predictor.hidden_dim", "momentum.final"}  # §B
+    assert changed("simsiam", "hai_simsiam") == {"projector.num_layers", "projector.last_bn_affine"}
+    assert changed("simclr", "hai_simclr") == set()
+    barlow = load_config(shipped_config("methods/barlow_twins.yaml"))[0].method
+    assert load_config(shipped_config("methods/hai_barlow_twins.yaml"))[0].method.base_method == barlow.two_branch()
 
 
 def test_the_scaling_and_checkpoint_keys_are_validated():
@@ -96,3 +150,30 @@ def test_a_mandatory_key_left_unset_is_named_with_the_override_that_sets_it():
     with pytest.raises(ConfigError, match=r"command line: data: path is not set and has no default: give it in a "
                                           r"config file or as data\.path=VALUE$"):
         load_config(overrides=["data.name=cifar10"])
+
+
+def test_a_run_stored_by_an_earlier_version_under_siamese_stays_readable_and_reusable(tmp_path):
+    import re
+
+    from augbench.config import to_yaml
+    from augbench.train.config import config_changes, load_stored_config
+
+    moco_v2, _ = load_config(shipped_config("methods/moco_v2.yaml"))
+    hai, _ = load_config(shipped_config("methods/hai_simsiam.yaml"))
+    stored = {}
+    for name, config in (("moco_v2", moco_v2), ("hai", hai)):
+        # config.yaml as earlier versions wrote it: every two-branch method was `siamese`.
+        text = re.sub(r"^(  |    )name: (moco_v2|simsiam)$", r"\1name: siamese", to_yaml(config), flags=re.M)
+        assert "name: siamese" in text
+        stored[name] = _write(tmp_path / f"{name}.yaml", text)
+
+    previous, renamed = load_stored_config(stored["moco_v2"])
+    assert renamed == ["method.name"] and previous.method.name == "two_branch"
+    assert {**vars(previous.method), "name": "moco_v2"} == vars(moco_v2.method)
+    assert config_changes(stored["moco_v2"], moco_v2) == []  # the quickstart and benchmarks reuse the run
+    byol, _ = load_config(shipped_config("methods/byol.yaml"))
+    assert {"method.negatives", "method.symmetric"} <= set(config_changes(stored["moco_v2"], byol))
+    assert load_stored_config(stored["hai"])[0].method.base_method.name == "two_branch"
+    assert config_changes(stored["hai"], hai) == []
+    with pytest.raises(ConfigError, match=r"method.name='siamese' is unknown"):
+        load_config(stored["moco_v2"])  # a user's config, unlike a stored run, names the method anew

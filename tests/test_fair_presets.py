@@ -47,9 +47,10 @@ def _flat(config) -> dict:
 
 
 def _composed(step: str, *overrides: str) -> dict:
+    """The step's composed config but for the run name and the method's name (the method is its switches)."""
     config, _ = load_config(FAIR / step, list(overrides))
     flat = _flat(config)
-    flat.pop("name")
+    flat.pop("name"), flat.pop("method.name")
     return flat
 
 
@@ -57,7 +58,13 @@ def test_the_steps_are_numbered_and_each_inherits_from_its_predecessor():
     assert ["00_moco_v2.yaml", *SWITCHES] == STEPS
     assert yaml.safe_load((FAIR / STEPS[0]).read_text())["base"] == "../methods/moco_v2.yaml"
     for previous, step in pairwise(STEPS):
-        assert yaml.safe_load((FAIR / step).read_text())["base"] == previous, step
+        base = yaml.safe_load((FAIR / step).read_text())["base"]
+        assert base == previous or base == [previous, "../optim/lars.yaml"], step  # 09 takes the shared LARS block
+
+
+def test_the_path_is_named_by_paper_at_its_ends_and_two_branch_between():
+    names = [load_config(FAIR / step)[0].method.name for step in STEPS]
+    assert names == ["moco_v2", *["two_branch"] * (len(STEPS) - 2), "byol"]
 
 
 def _changed(before: dict, after: dict) -> set[str]:
@@ -75,7 +82,7 @@ def test_each_step_turns_exactly_one_factor_its_own(index):
 def test_the_path_starts_at_moco_v2_passes_moco_v2_plus_and_ends_at_byol():
     def preset(name: str) -> dict:
         flat = _flat(load_config(shipped_config(f"methods/{name}.yaml"))[0])
-        flat.pop("name")
+        flat.pop("name"), flat.pop("method.name")
         return flat
 
     # MoCo v2 with the study's 10 warm-up epochs, which every step of the path keeps.

@@ -176,17 +176,20 @@ def run_configs(runs: pd.DataFrame) -> dict[str, dict]:
 
 
 def method_switches(configs: dict[str, dict], baseline: str, variant: str) -> list[str]:
-    """The design-space keys in which two methods' configs differ (run identity keys excluded)."""
+    """The design-space keys in which two methods' configs differ (run identity keys excluded); for methods of
+    two classes, the class (`method.name`) and the keys outside the method section."""
     if baseline not in configs or variant not in configs:
         return []
     ignore = {"name", "seed", "output_dir", "data"}
     old = {k: v for k, v in configs[baseline].items() if k not in ignore}
     new = {k: v for k, v in configs[variant].items() if k not in ignore}
-    old_method, new_method = old.get("method", {}).get("name"), new.get("method", {}).get("name")
-    if old_method != new_method:
+    old_method, new_method = old.get("method", {}), new.get("method", {})
+    if set(old_method) != set(new_method):
         # Another method class: its switches are not comparable key by key, so the class is the switch.
         old.pop("method", None), new.pop("method", None)
-        return [f"method.name ({old_method} → {new_method})", *changed_keys(old, new)]
+        return [f"method.name ({old_method.get('name')} → {new_method.get('name')})", *changed_keys(old, new)]
+    # One method's presets (moco_v2, byol, two_branch: the same keys) differ by their switches, not their names.
+    old["method"], new["method"] = ({k: v for k, v in m.items() if k != "name"} for m in (old_method, new_method))
     return changed_keys(old, new)
 
 

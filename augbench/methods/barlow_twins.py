@@ -10,9 +10,10 @@ embeddings to the identity:
     L = Σ_i (1 − C_ii)² + λ·Σ_i Σ_{j≠i} C_ij²      (losses.cross_correlation)
 
 The loss is symmetric in the two views by construction, so one pair is all.
-It is a point of siamese.py's design space (no negatives, shared weights,
-`regression_loss: cross_correlation`); this module names it and holds its
-switches, and HAI reaches it through `base_method` alike.
+It is a point of the two-branch method's design space (two_branch.py: no
+negatives, shared weights, `regression_loss: cross_correlation`); this module
+names it and holds its switches, and `two_branch()` gives HAI that point as
+its `base_method`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from augbench.methods.siamese import MomentumConfig, SiameseConfig, SiameseMethod
+from augbench.methods.momentum import MomentumConfig
+from augbench.methods.two_branch import TwoBranchConfig, TwoBranchMethod
 from augbench.models.heads import PredictorConfig, ProjectorConfig
 
 
@@ -43,17 +45,18 @@ class BarlowTwinsConfig:
         if self.off_diagonal_weight < 0:
             raise ValueError(f"off_diagonal_weight={self.off_diagonal_weight}: λ must not be negative")
 
-    def siamese(self) -> SiameseConfig:
+    def two_branch(self) -> TwoBranchConfig:
         """The same method as a point of the two-branch design space."""
-        return SiameseConfig(
+        return TwoBranchConfig(
             negatives="none", symmetric=False, stop_gradient=False, regression_loss="cross_correlation",
             off_diagonal_weight=self.off_diagonal_weight, projector=self.projector,
             predictor=PredictorConfig(enabled=False), momentum=MomentumConfig(enabled=False),
         )
 
 
-class BarlowTwinsMethod(SiameseMethod):
-    """Barlow Twins as siamese.py runs it: one network on both views, the cross-correlation loss between them."""
+class BarlowTwinsMethod(TwoBranchMethod):
+    """Barlow Twins as the two-branch method runs it: one network on both views, the cross-correlation loss between
+    them."""
 
     def __init__(self, backbone: nn.Module, config: BarlowTwinsConfig):
-        super().__init__(backbone, config.siamese())
+        super().__init__(backbone, config.two_branch())

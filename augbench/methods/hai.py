@@ -17,7 +17,7 @@ vital part, so `embedding.params` defaults to ["color_jitter"]). Each view
 is embedded with its own vector, not the difference between views.
 
 The loss of stage s is the base method's loss (`base_method`, a point of the
-MoCo/BYOL/SimCLR/SimSiam design space of siamese.py: InfoNCE over a queue,
+MoCo v2/BYOL/SimCLR/SimSiam design space of two_branch.py: InfoNCE over a queue,
 NT-Xent, or 2 − 2cos, one-way or symmetric, its directions combined by
 `base_method.pair_reduction`) on that stage's pair; the total is
 Σ_s w_s · L_s with `loss_weights` (equal in the paper). With a momentum target,
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from augbench.augment.hai import (
@@ -48,7 +49,7 @@ from augbench.augment.views import Recipe, View
 from augbench.methods.base import Method, embedding_spread
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
-from augbench.methods.siamese import SiameseConfig, keys_to_enqueue, online_views, pair_loss, reduce_pairs
+from augbench.methods.two_branch import TwoBranchConfig, keys_to_enqueue, online_views, pair_loss, reduce_pairs
 from augbench.models.heads import MLP, LayerSpec
 from augbench.models.taps import NUM_STAGES, StageHead, check_staged, forward_to_stage
 
@@ -84,7 +85,7 @@ class HAIConfig:
     loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     hierarchical_strength: HierarchicalStrength = field(default_factory=HierarchicalStrength)
     embedding: ExpandedViewsConfig = field(default_factory=ExpandedViewsConfig)
-    base_method: SiameseConfig = field(default_factory=SiameseConfig)
+    base_method: TwoBranchConfig = field(default_factory=TwoBranchConfig)
 
     def __post_init__(self):
         self.crop_scale = tuple(float(v) for v in self.crop_scale)
@@ -107,6 +108,17 @@ class HAIConfig:
         missing = [stage for stage in self.embedding.stages if stage not in self.stages]
         if missing:
             raise ValueError(f"embedding.stages={self.embedding.stages}: {missing} not in stages={self.stages}")
+
+    @classmethod
+    def composed_over(cls, previous: type, values: DictConfig) -> dict | None:
+        """A config that renames a method section to `hai` makes the method composed so far HAI's base method
+        (config.compose): `base: byol.yaml` plus `method.name: hai` is HAI over that preset, Barlow Twins taken as
+        its point of the two-branch space."""
+        if issubclass(previous, TwoBranchConfig):
+            return {"base_method": values}
+        if hasattr(previous, "two_branch"):
+            return {"base_method": OmegaConf.to_object(values).two_branch()}
+        return None
 
     def views(self, image_size: int) -> Recipe:
         return hai_views(image_size, self.assignment, self.stages, self.crop_scale, self.hierarchical_strength)

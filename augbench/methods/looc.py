@@ -51,10 +51,9 @@ from augbench.augment.views import View
 from augbench.errors import ConfigError
 from augbench.methods.base import Method, embedding_spread
 from augbench.methods.distributed import gather_no_grad
-from augbench.methods.momentum import cosine_momentum, ema_update
+from augbench.methods.momentum import MomentumConfig, cosine_momentum, ema_update
 from augbench.methods.queue import QUEUE_INITS, Queue
 from augbench.methods.shuffle_bn import ShuffleBN
-from augbench.methods.siamese import MomentumConfig
 from augbench.models.heads import MLP, ProjectorConfig
 from augbench.models.looc_encoder import LooCPlusPlusEncoder
 

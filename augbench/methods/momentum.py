@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+@dataclass
+class MomentumConfig:
+    """EMA target: m goes from `base` to `final` on a cosine over training (constant when equal)."""
+
+    enabled: bool = True
+    base: float = 0.99
+    final: float = 0.99
+
+    def __post_init__(self):
+        for key in ("base", "final"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"momentum.{key}={getattr(self, key)}: must be in [0, 1]")
 
 
 @torch.no_grad()

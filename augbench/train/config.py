@@ -21,9 +21,10 @@ from augbench.augment.looc import LOOC_RECIPES
 from augbench.augment.recipes import AugmentConfig
 from augbench.config import ConfigError, changed_keys, compose, read_sources, to_yaml
 from augbench.data import DATASETS, dataset_config_type
-from augbench.methods import method_config_type
+from augbench.methods import method_config_type, stored_method_name
 from augbench.methods.hai import HAIConfig
 from augbench.methods.looc import LooCConfig
+from augbench.methods.two_branch import TwoBranchConfig
 from augbench.models.backbones import BackboneConfig
 from augbench.models.taps import NUM_STAGES
 from augbench.optim import OptimConfig
@@ -162,7 +163,7 @@ class PretrainConfig:
     data: Any = field(default_factory=lambda: {"name": "shapes_world"})
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: BackboneConfig = field(default_factory=BackboneConfig)
-    method: Any = field(default_factory=lambda: {"name": "siamese"})
+    method: Any = field(default_factory=lambda: {"name": "two_branch"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -239,6 +240,21 @@ def load_config(
     return compose(PretrainConfig, read_sources(paths, overrides), polymorphic)
 
 
+def load_stored_config(path: Path) -> tuple[PretrainConfig, list[str]]:
+    """A run's stored config.yaml as augbench reads it today, and the keys that held a method name that has changed
+    since (`siamese`, now `two_branch`): runs of earlier versions stay readable."""
+    sources = read_sources(path)
+    renamed = []
+    for source in sources:
+        for key in ("method.name", "method.base_method.name"):  # HAI's base method is named too
+            name = OmegaConf.select(source.values, key, default=None)
+            if name is not None and stored_method_name(name) != name:
+                OmegaConf.update(source.values, key, stored_method_name(name))
+                renamed.append(key)
+    config, _ = compose(PretrainConfig, sources, {"data": dataset_config_type, "method": method_config_type})
+    return config, renamed
+
+
 def read_status(run_dir: Path) -> dict | None:
     path = Path(run_dir) / STATUS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -253,14 +269,17 @@ def config_changes(stored: Path, config: PretrainConfig) -> list[str]:
 
     The stored file is read through today's config classes, so a key added to
     augbench since that run started takes its default on both sides instead
-    of counting as a change that would refuse the resume.
+    of counting as a change that would refuse the resume (`load_stored_config`).
     """
     try:
-        previous, _ = load_config(stored)
+        previous, renamed = load_stored_config(stored)
     except ConfigError as error:
         return [f"(it no longer loads: {error})"]
     as_dict = [OmegaConf.to_container(OmegaConf.create(to_yaml(c))) for c in (previous, config)]
-    return [key for key in changed_keys(*as_dict) if not key.startswith(DISPLAY_KEYS)]
+    # `siamese` named every point of the two-branch space: with equal switches, the run is the preset's.
+    two_branch = {"method.name": config.method, "method.base_method.name": getattr(config.method, "base_method", None)}
+    renamed = {key for key in renamed if isinstance(two_branch[key], TwoBranchConfig)}
+    return [key for key in changed_keys(*as_dict) if not key.startswith(DISPLAY_KEYS) and key not in renamed]
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:

@@ -153,3 +153,15 @@ def test_changed_keys_lists_nested_differences():
 
 def test_default_comparisons_walk_the_listed_path():
     assert stats.default_comparisons(["a", "b", "c"]) == [["a", "b"], ["b", "c"]]
+
+
+def test_method_switches_compare_presets_of_one_method_key_by_key_and_other_methods_by_name():
+    moco_v2 = {"seed": 0, "method": {"name": "moco_v2", "negatives": "queue", "projector": {"bn": False}}}
+    step = {"seed": 1, "method": {"name": "two_branch", "negatives": "queue", "projector": {"bn": True}}}
+    byol = {"seed": 0, "method": {"name": "byol", "negatives": "none", "projector": {"bn": True}}}
+    hai = {"seed": 0, "method": {"name": "hai", "stages": [1, 2, 3, 4]}, "augment": {"recipe": "method"}}
+    configs = {"moco_v2": moco_v2, "step": step, "byol": byol, "hai": hai}
+    # The fair path's first step renames moco_v2 to the generic two_branch: the switch is the projector's BN.
+    assert stats.method_switches(configs, "moco_v2", "step") == ["method.projector.bn"]
+    assert stats.method_switches(configs, "moco_v2", "byol") == ["method.negatives", "method.projector.bn"]
+    assert stats.method_switches(configs, "moco_v2", "hai") == ["method.name (moco_v2 → hai)", "augment"]

@@ -1,9 +1,12 @@
-"""The two-branch design space of MoCo v2, BYOL, SimCLR and SimSiam.
+"""The two-branch method: one configurable method of which MoCo v2, BYOL, SimCLR and SimSiam are presets.
 
 Huang, Kong & Zhang, "Revisiting the Critical Factors of Augmentation-Invariant
 Representation Learning" (ECCV 2022) show that MoCo v2 and BYOL differ by a few
 switches; SimCLR (Chen et al. 2020) and SimSiam (Chen & He 2021) are two more
-points of the same space. Each is a preset in configs/methods/.
+points of the same space. `TwoBranchConfig` holds the switches; each paper's
+preset is a subclass whose defaults are that paper's (methods/moco_v2.py,
+byol.py, simclr.py, simsiam.py), registered under its name, and `two_branch`
+is the generic method for the points between them (configs/fair/).
 
 Online branch: q = predictor(projector(backbone(view))). Target branch: the
 momentum (EMA) copy of backbone and projector when `momentum.enabled`, else the
@@ -55,13 +58,14 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from augbench.augment.views import View
 from augbench.methods.base import Method, embedding_spread
 from augbench.methods.distributed import gather_no_grad, gather_with_grad, is_distributed, rank
 from augbench.methods.losses import cross_correlation, info_nce, negative_cosine, normalized_mse, nt_xent
-from augbench.methods.momentum import cosine_momentum, ema_update
+from augbench.methods.momentum import MomentumConfig, cosine_momentum, ema_update
 from augbench.methods.queue import QUEUE_INITS, Queue
 from augbench.methods.shuffle_bn import ShuffleBN
 from augbench.models.heads import MLP, PredictorConfig, ProjectorConfig
@@ -74,22 +78,11 @@ REGRESSION_LOSSES = {"normalized_mse": normalized_mse, "negative_cosine": negati
 
 
 @dataclass
-class MomentumConfig:
-    """EMA target: m goes from `base` to `final` on a cosine over training (constant when equal)."""
+class TwoBranchConfig:
+    """The switches of the two-branch method (module docstring). The paper presets are subclasses that change only
+    the defaults, so every preset has these keys and a comparison of two is a comparison of values."""
 
-    enabled: bool = True
-    base: float = 0.99
-    final: float = 0.99
-
-    def __post_init__(self):
-        for key in ("base", "final"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ValueError(f"momentum.{key}={getattr(self, key)}: must be in [0, 1]")
-
-
-@dataclass
-class SiameseConfig:
-    name: str = "siamese"
+    name: str = "two_branch"
     negatives: str = "queue"
     queue_size: int = 4096
     queue_init: str = "random"
@@ -131,8 +124,19 @@ class SiameseConfig:
             raise ValueError(f"target_predictor=true: the target's predictor is the EMA of the online one, so it "
                              f"needs {' and '.join(missing)}")
 
+    @classmethod
+    def composed_over(cls, previous: type, values: DictConfig) -> dict | None:
+        """A config that renames a two-branch section to a more generic or a more specific method keeps what is
+        composed so far (config.compose): configs/fair/ walks from moco_v2 through two_branch to byol. A sibling
+        preset (moco_v2 → byol) starts from its own defaults, as another method would."""
+        if issubclass(cls, previous) or issubclass(previous, cls):
+            values = OmegaConf.to_container(values, resolve=False)
+            values.pop("name")
+            return values
+        return None
 
-def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | None = None) -> Tensor:
+
+def pair_loss(config: TwoBranchConfig, query: Tensor, key: Tensor, queue: Queue | None = None) -> Tensor:
     """The loss of one (query, key) pair under `config.negatives`; `queue` holds the negatives when it is "queue"."""
     if config.negatives == "queue":
         return info_nce(query, key, queue.negatives(), config.temperature)
@@ -153,13 +157,13 @@ def pair_loss(config: SiameseConfig, query: Tensor, key: Tensor, queue: Queue | 
     return REGRESSION_LOSSES[config.regression_loss](query, key)
 
 
-def reduce_pairs(config: SiameseConfig, losses: list[Tensor]) -> Tensor:
+def reduce_pairs(config: TwoBranchConfig, losses: list[Tensor]) -> Tensor:
     """The pairs' losses combined by `config.pair_reduction`."""
     stacked = torch.stack(losses)
     return stacked.sum() if config.pair_reduction == "sum" else stacked.mean()
 
 
-def keys_to_enqueue(config: SiameseConfig, keys: dict[int, Tensor], pairs: list[tuple[int, int]]) -> Tensor:
+def keys_to_enqueue(config: TwoBranchConfig, keys: dict[int, Tensor], pairs: list[tuple[int, int]]) -> Tensor:
     """The step's keys for the queue, gathered from every rank: one pair's key view, drawn at random, or under
     `enqueue=all` every pair's.
 
@@ -189,8 +193,8 @@ def online_views(pairs: list[tuple[int, int]], momentum: bool) -> list[int]:
     return sorted(queries if momentum else queries | keys)
 
 
-class SiameseMethod(Method):
-    def __init__(self, backbone: nn.Module, config: SiameseConfig):
+class TwoBranchMethod(Method):
+    def __init__(self, backbone: nn.Module, config: TwoBranchConfig):
         super().__init__()
         self.config = config
         self.shuffle_bn = ShuffleBN(config.shuffle_bn)
