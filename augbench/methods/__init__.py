@@ -9,6 +9,7 @@ from augbench.methods.base import Method
 from augbench.methods.hai import HAIConfig, HAIMethod
 from augbench.methods.looc import LooCConfig, LooCMethod
 from augbench.methods.siamese import SiameseConfig, SiameseMethod
+from augbench.methods.supervised import SupervisedConfig, SupervisedMethod
 from augbench.methods.swav import SwAVConfig, SwAVMethod
 
 METHODS: dict[str, tuple[type, type[Method]]] = {
@@ -17,6 +18,7 @@ METHODS: dict[str, tuple[type, type[Method]]] = {
     "swav": (SwAVConfig, SwAVMethod),
     "looc": (LooCConfig, LooCMethod),
     "barlow_twins": (BarlowTwinsConfig, BarlowTwinsMethod),
+    "supervised": (SupervisedConfig, SupervisedMethod),
 }
 
 
