@@ -119,7 +119,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         grid = plan(args.config, small=args.small, overrides=args.overrides)
         console.print(frame_table(plan_summary(grid), title=f"{grid.config.name}: pretraining runs"))
         stored = f"results store {shown_location(grid.store)}" if grid.store_exists() else "no results store yet"
-        console.print(f"{len(grid.runs)} runs × {len(grid.suites)} suites ({', '.join(grid.suites)}) = "
+        random = f" + {len(grid.baselines)} random encoders" if grid.baselines else ""
+        console.print(f"({len(grid.runs)} runs{random}) × {len(grid.suites)} suites ({', '.join(grid.suites)}) = "
                       f"{len(grid.cells)} cells in {grid.directory} ({stored}). Nothing was run.")
         return 0
     result = run_benchmark(args.config, small=args.small, overrides=args.overrides, device=args.device,

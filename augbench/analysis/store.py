@@ -58,6 +58,14 @@ DATABASE_FILE = "results.sqlite"
 CELL_STATES = ("pending", "running", "finished", "failed")
 UNCATEGORISED = "uncategorised"
 SERVER_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+# The method label of a grid's randomly initialised encoder (random_1, random_2, … with several architectures)
+# and the pretraining dataset of its cells.
+RANDOM = "random"
+NO_PRETRAINING = "none"
+
+
+def is_random_label(label: str) -> bool:
+    return label == RANDOM or (label.startswith(f"{RANDOM}_") and label[len(RANDOM) + 1:].isdigit())
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
