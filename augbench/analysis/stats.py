@@ -298,6 +298,11 @@ def _difference(differences: np.ndarray, confidence: float, resamples: int, seed
             "t_low": low, "t_high": high, "bootstrap_low": boot_low, "bootstrap_high": boot_high}
 
 
+def paired_interval(differences: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of the mean of paired differences; NaN below 2 pairs."""
+    return _t_interval(np.asarray(differences, dtype=float), confidence)
+
+
 def _anova(baseline: np.ndarray, variant: np.ndarray) -> tuple[float, float]:
     if min(len(baseline), len(variant)) < 2 or np.ptp(np.concatenate([baseline, variant])) == 0:
         return NAN, NAN
