@@ -389,12 +389,14 @@ def versus_random(results: pd.DataFrame, baseline_of: dict[str, str], confidence
     keys = ["task", "protocol", "metric"]
     better = task_directions(results) if not results.empty else {}
     grouped = {key: group["value"].to_numpy() for key, group in results.groupby([*ENCODER, *keys], sort=False)}
+    randoms = set(baseline_of.values())
+    baselines: dict[tuple, list[np.ndarray]] = {}
+    for (method, _, task, protocol, metric), values in grouped.items():
+        if method in randoms:
+            baselines.setdefault((method, task, protocol, metric), []).append(values)
     for (method, dataset, task, protocol, metric), values in grouped.items():
-        random = baseline_of.get(method)
-        if random is None:
-            continue
-        baseline = [v for (m, _, t, p, x), v in grouped.items() if (m, t, p, x) == (random, task, protocol, metric)]
-        if not baseline:
+        baseline = baselines.get((baseline_of.get(method), task, protocol, metric))
+        if baseline is None:
             continue
         sign = 1.0 if better.get(task, True) else -1.0
         reference = np.concatenate(baseline)

@@ -52,15 +52,15 @@ CLAIMS = {"claims": [
 ]}
 
 
-@pytest.fixture
-def toy_store(tmp_path):
-    store = ResultsStore(tmp_path / "toy" / "results.sqlite", create=True)
+def build_store(directory, scores: dict) -> None:
+    """A store of the grid `toy` holding `scores[method][task][seed]` (linear; kNN 3 points lower) on `photo`."""
+    store = ResultsStore(directory / "results.sqlite", create=True)
     store.set_meta(benchmark="toy", source="configs/benchmarks/toy.yaml", small="True", config="name: toy\n",
-                   baselines=json.dumps({"a": "random", "b": "random", "c": "random"}))
+                   baselines=json.dumps({m: "random" for m in scores if m != "random"}))
     queue = CellQueue(store)
     queue.add_cells([{"cell_id": f"{m}__{d}__seed{s}__quick", "method": m, "dataset": d, "seed": s, "suite": "quick",
-                      "run_name": f"{m}__{d}__seed{s}"} for m, scores in SCORES.items()
-                     for d in (["none"] if m == "random" else ["photo"]) for s in range(len(scores["shape"]))])
+                      "run_name": f"{m}__{d}__seed{s}"} for m, values in scores.items()
+                     for d in (["none"] if m == "random" else ["photo"]) for s in range(len(values["shape"]))])
     owner = owner_id("test")
     while (cell := queue.claim(owner, lease_seconds=60)) is not None:
         store.record_run({"run_name": cell["run_name"], "method": cell["method"], "dataset": cell["dataset"],
@@ -69,9 +69,14 @@ def toy_store(tmp_path):
         records = [{"task": task, "category": CATEGORIES[task], "kind": "standard", "protocol": protocol,
                     "metric": "top1", "value": values[cell["seed"]] - (3 if protocol == "knn" else 0),
                     "budget": "{}", "seed": cell["seed"], "higher_is_better": True}
-                   for task, values in SCORES[cell["method"]].items() for protocol in ("knn", "linear")]
+                   for task, values in scores[cell["method"]].items() for protocol in ("knn", "linear")]
         assert queue.finish(cell["cell_id"], owner, cell["run_name"], records)
     store.close()
+
+
+@pytest.fixture
+def toy_store(tmp_path):
+    build_store(tmp_path / "toy", SCORES)
     claims = tmp_path / "claims.yaml"
     claims.write_text(yaml.safe_dump(CLAIMS, sort_keys=False))
     return tmp_path / "toy", claims
@@ -161,3 +166,23 @@ def test_the_shipped_claims_file_loads_and_names_cells_of_its_grids():
             for side in (row.baseline, row.variant):
                 assert set(side.methods) <= set(grid.methods), (claim.id, side.methods)
                 assert set(side.datasets) <= set(grid.datasets), (claim.id, side.datasets)
+
+
+def test_a_correlation_claim_compares_the_reference_tasks_rho_by_category_per_seed(tmp_path):
+    # Five encoders: hue rises with shape (rho = 1), orientation falls as shape rises (rho = -1), in every seed.
+    quality = {"a": 0.0, "b": 1.0, "c": 2.0, "d": 3.0, "e": 4.0}
+    scores = {m: {"shape": [40 + 5 * q + s for s in range(3)], "hue": [30 + 2 * q + 0.1 * s for s in range(3)],
+                  "orientation": [60 - 3 * q - 0.2 * s for s in range(3)]} for m, q in quality.items()}
+    scores["random"] = {"shape": [10.0, 11.0, 9.0], "hue": [10.0, 11.0, 9.0], "orientation": [10.0, 11.0, 9.0]}
+    build_store(tmp_path / "toy", scores)
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(yaml.safe_dump({"claims": [
+        {"id": "shape_predicts_semantic", "paper": "ViRB", "statement": "s", "source": "f", "grid": "toy",
+         "kind": "correlation", "reference": "shape", "high_categories": ["semantic_image"],
+         "low_categories": ["structural_image"]}]}))
+    [result] = write_findings(claims, {"toy": tmp_path / "toy"}, tmp_path / "page.md")
+    [(_, measured)] = result.rows
+    assert measured["linear"].seeds == 3
+    assert measured["linear"].difference == pytest.approx(2.0)  # rho 1 on hue minus rho -1 on orientation
+    assert measured["linear"].verdict == "reproduced" and result.verdicts["knn"] == "reproduced"
+    assert "high = mean over hue; low = over orientation" in (tmp_path / "page.md").read_text()
