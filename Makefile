@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test test-slow lint bench clean
+.PHONY: quickstart test test-slow lint bench results clean
 
 $(BIN)/augbench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,22 @@ $(BENCH_BIN)/lightly-installed: pyproject.toml constraints.txt
 # Runs every benchmark and writes benchmarks/RESULTS.md (tens of minutes on two CPU cores).
 bench: $(BENCH_BIN)/lightly-installed
 	$(BENCH_BIN)/python benchmarks/run_all.py --python $(BENCH_BIN)/python
+
+# The four study grids with 3 seeds per cell, each grid's report in docs/reports/, then the findings page
+# (docs/results.md and docs/results.html) from their stores. The full grids are sized for GPUs;
+# `make results RESULTS_SMALL=--small` runs the CPU-size ones (hours on two cores). A grid already run is
+# resumed: only its missing cells run.
+RESULTS_SMALL ?=
+RESULTS_SEEDS ?= [0,1,2]
+STUDIES := fair_moco_byol virb looc hai
+
+results: $(BIN)/augbench
+	for study in $(STUDIES); do \
+		$(BIN)/augbench benchmark configs/benchmarks/$$study.yaml $(RESULTS_SMALL) 'seeds=$(RESULTS_SEEDS)' || exit 1; \
+		$(BIN)/augbench report runs/benchmarks/$$study$(if $(RESULTS_SMALL),-small,) \
+			--output docs/reports/$$study$(if $(RESULTS_SMALL),-small,).html || exit 1; \
+	done
+	$(BIN)/augbench findings configs/findings.yaml $(RESULTS_SMALL) --markdown docs/results.md --html docs/results.html
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) runs .pytest_cache

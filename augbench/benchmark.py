@@ -8,7 +8,12 @@ A benchmark config (configs/benchmarks/*.yaml) names
     small:     the same keys, merged over the config by `--small` (a method or
                dataset set to null there is left out of the small grid).
 
-A cell is (method, dataset, seed, suite). Running a cell pretrains the run
+A cell is (method, dataset, seed, suite). Beside the grid's methods, every
+grid evaluates the randomly initialised encoder of each architecture its runs
+use (`random`, or `random_1`, `random_2`, … when they use several), once per
+seed and suite, as cells of the pretraining dataset `none`: the baseline every
+report compares results with (`random_baseline: false` leaves it out). Running
+a trained cell pretrains the run
 (method, dataset, seed) unless it already finished (an unfinished run resumes
 from its last checkpoint), then evaluates its encoder on the suite and writes
 the numbers to the results store (`augbench.analysis.store`: a SQLite file in
@@ -47,7 +52,16 @@ from rich.console import Console
 
 import augbench
 from augbench.analysis.queue import CellQueue, owner_id
-from augbench.analysis.store import DATABASE_FILE, UNCATEGORISED, ResultsStore, evaluation_records, is_server_url
+from augbench.analysis.store import (
+    DATABASE_FILE,
+    NO_PRETRAINING,
+    RANDOM,
+    UNCATEGORISED,
+    ResultsStore,
+    evaluation_records,
+    is_random_label,
+    is_server_url,
+)
 from augbench.config import (
     COMMAND_LINE,
     Source,
@@ -62,6 +76,7 @@ from augbench.data import dataset_config_type
 from augbench.errors import ConfigError, PreemptedError
 from augbench.files import check_writable
 from augbench.methods import method_config_type
+from augbench.models.backbones import BackboneConfig
 from augbench.models.io import ENCODER_FILE
 from augbench.train.config import CONFIG_FILE, PretrainConfig, config_changes, read_status
 
@@ -126,6 +141,7 @@ class BenchmarkConfig:
     protocol: str = "linear"
     comparisons: list[list[str]] = field(default_factory=list)
     dataset_comparisons: list[list[str]] = field(default_factory=list)
+    random_baseline: bool = True
     lease_seconds: float = 300.0
     store: str = ""  # default: <output_dir>/results.sqlite; or postgresql://user@host/db for a grid across machines
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
@@ -139,6 +155,10 @@ class BenchmarkConfig:
         for key in ("methods", "datasets", "seeds", "suites"):
             if not getattr(self, key):
                 raise ValueError(f"{key}: the grid needs at least one")
+        reserved = [label for label in self.methods if is_random_label(label)]
+        if self.random_baseline and reserved:
+            raise ValueError(f"methods: {reserved} are the random-encoder baselines' labels (random, random_N); "
+                             "rename the method, or set random_baseline: false")
         for key, labels, kind in (("comparisons", self.methods, "method"),
                                   ("dataset_comparisons", self.datasets, "dataset")):
             for pair in getattr(self, key):
@@ -180,6 +200,9 @@ class Grid:
     suites: dict[str, Path]
     categories: dict[str, str]
     small: bool
+    # The random encoders: run name (random__none__seedN) → its architecture, and each method's baseline label.
+    baselines: dict[str, BackboneConfig] = field(default_factory=dict)
+    baseline_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def store(self) -> str:
@@ -230,13 +253,41 @@ def plan(path: str | Path, small: bool = False, overrides: Sequence[str] = ()) -
                 _check_existing_run(run)
                 runs[run.name] = run
                 cells += [Cell(method, dataset, seed, suite) for suite in suites]
-    return Grid(config, path, directory, cells, runs, suites, categories, small)
+    baselines, baseline_of = {}, {}
+    if config.random_baseline:
+        architectures = _architectures(runs)
+        for index, (model, methods) in enumerate(architectures):
+            label = RANDOM if len(architectures) == 1 else f"{RANDOM}_{index + 1}"
+            baseline_of.update(dict.fromkeys(methods, label))
+            for seed in config.seeds:
+                cell = Cell(label, NO_PRETRAINING, seed, "")
+                baselines[cell.run_name] = model
+                cells += [Cell(label, NO_PRETRAINING, seed, suite) for suite in suites]
+    return Grid(config, path, directory, cells, runs, suites, categories, small, baselines, baseline_of)
+
+
+def _architectures(runs: dict[str, PretrainConfig]) -> list[tuple[BackboneConfig, list[str]]]:
+    """The distinct backbone configs of the runs (their initialisation included), each with its methods' labels."""
+    found: dict[str, tuple[BackboneConfig, list[str]]] = {}
+    for name, run in runs.items():
+        _, methods = found.setdefault(to_yaml(run.model), (run.model, []))
+        method = name.split("__")[0]
+        if method not in methods:
+            methods.append(method)
+    return list(found.values())
 
 
 def plan_summary(grid: Grid) -> pd.DataFrame:
     """One row per pretraining run of the grid (runs/<method>__<dataset>__seed<seed>): what it trains and how far
     its run directory has got."""
     rows = []
+    baseline_rows = []
+    for name, model in grid.baselines.items():
+        method, dataset, _ = name.split("__")
+        seed = int(name.rsplit("seed", 1)[1])
+        baseline_rows.append({"method": method, "dataset": dataset, "seed": seed,
+                              "model": f"{model.name} ×{model.width}", "epochs": 0, "batch": 0,
+                              "state": "random init (not trained)"})
     for name, run in grid.runs.items():
         method, dataset, _ = name.split("__")
         status = read_status(run.run_dir) or {}
@@ -245,7 +296,7 @@ def plan_summary(grid: Grid) -> pd.DataFrame:
         rows.append({"method": method, "dataset": dataset, "seed": run.seed,
                      "model": f"{run.model.name} ×{run.model.width}", "epochs": run.trainer.max_epochs,
                      "batch": run.trainer.batch_size, "state": state})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows + baseline_rows)
 
 
 def _method_path(label: str, entry: MethodEntry, benchmark: Path) -> Path:
@@ -432,7 +483,8 @@ def run_benchmark(
     check_writable(grid.directory, "output_dir")
     with ResultsStore(grid.store, create=True) as store:
         store.set_meta(benchmark=grid.config.name, source=str(grid.source), small=str(grid.small),
-                       config=to_yaml(grid.config), categories=json.dumps(grid.categories))
+                       config=to_yaml(grid.config), categories=json.dumps(grid.categories),
+                       baselines=json.dumps(grid.baseline_of))
         queue = CellQueue(store)
         queue.add_cells(cell.record() for cell in grid.cells)
         if retry_failed:
@@ -496,6 +548,9 @@ def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, queue: CellQueue, own
     from augbench.evaluate.evaluate import evaluate
     from augbench.train.pretrain import pretrain  # Lightning: imported once a cell runs, not to check a grid
 
+    if cell.run_name in grid.baselines:
+        _run_random_cell(grid, cell, store, queue, owner, device, console)
+        return
     run = grid.runs[cell.run_name]
     status = read_status(run.run_dir)
     if status and status["state"] == "finished":
@@ -515,8 +570,33 @@ def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, queue: CellQueue, own
     suite = grid.suites[Path(cell.suite).stem]
     rows = evaluate(run.run_dir, suite, name=cell.run_name, device=device, overrides=grid.config.evaluate,
                     progress=False)
+    _finish(grid, cell, queue, owner, rows, console)
+
+
+def _finish(grid: Grid, cell: Cell, queue: CellQueue, owner: str, rows: pd.DataFrame, console: Console) -> None:
     if not queue.finish(cell.cell_id, owner, cell.run_name, evaluation_records(rows, cell.seed, grid.categories)):
         console.print(f"  [yellow]cell {cell.cell_id} was taken over by another runner; its numbers stand[/]")
         return
     summary = ", ".join(f"{r.task}/{r.protocol} {r.value:.1f}" for r in rows.itertuples())
     console.print(f"  done: {summary}")
+
+
+def _run_random_cell(grid: Grid, cell: Cell, store: ResultsStore, queue: CellQueue, owner: str, device: str | None,
+                     console: Console) -> None:
+    """Evaluate the architecture's randomly initialised encoder, its weights drawn from the cell's seed; its run
+    record holds the architecture and the seed, and no checkpoint (nothing was trained or written)."""
+    from augbench.evaluate.evaluate import evaluate
+    from augbench.models.backbones import build_backbone
+
+    model = grid.baselines[cell.run_name]
+    torch.manual_seed(cell.seed)
+    encoder = build_backbone(model).eval()
+    config = {"name": cell.run_name, "seed": cell.seed, "pretraining": "none: random initialisation",
+              "model": OmegaConf.to_container(OmegaConf.structured(model))}
+    store.record_run({"run_name": cell.run_name, "method": cell.method, "dataset": cell.dataset, "seed": cell.seed,
+                      "run_dir": "", "config": OmegaConf.to_yaml(config), "code_version": code_version(),
+                      "environment": json.dumps(environment(device)), "state": "finished"})
+    suite = grid.suites[Path(cell.suite).stem]
+    rows = evaluate(encoder, suite, name=cell.run_name, device=device, overrides=grid.config.evaluate,
+                    progress=False)
+    _finish(grid, cell, queue, owner, rows, console)

@@ -7,13 +7,14 @@ import errno
 import logging
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 
 from augbench import __version__
-from augbench.errors import AugbenchError, AugbenchWarning, PreemptedError
+from augbench.errors import AugbenchError, AugbenchWarning, ConfigError, PreemptedError
 
 # The operating system's refusals to store a file: one line naming the path, not a traceback.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
@@ -119,7 +120,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         grid = plan(args.config, small=args.small, overrides=args.overrides)
         console.print(frame_table(plan_summary(grid), title=f"{grid.config.name}: pretraining runs"))
         stored = f"results store {shown_location(grid.store)}" if grid.store_exists() else "no results store yet"
-        console.print(f"{len(grid.runs)} runs × {len(grid.suites)} suites ({', '.join(grid.suites)}) = "
+        random = f" + {len(grid.baselines)} random encoders" if grid.baselines else ""
+        console.print(f"({len(grid.runs)} runs{random}) × {len(grid.suites)} suites ({', '.join(grid.suites)}) = "
                       f"{len(grid.cells)} cells in {grid.directory} ({stored}). Nothing was run.")
         return 0
     result = run_benchmark(args.config, small=args.small, overrides=args.overrides, device=args.device,
@@ -163,6 +165,28 @@ def _report(args: argparse.Namespace) -> None:
 
     html, markdown = write_report(args.directory, args.output)
     console.print(f"wrote {html} and {markdown}")
+
+
+def _findings(args: argparse.Namespace) -> None:
+    from augbench.analysis.findings import load_claims, write_findings
+
+    if args.markdown is None and args.html is None:
+        raise ConfigError("findings: give --markdown FILE.md and/or --html FILE.html to write")
+    claims = load_claims(args.claims)
+    suffix = "-small" if args.small else ""
+    stores = {claim.grid: args.runs_dir / f"{claim.grid}{suffix}" for claim in claims}
+    for override in args.store:
+        grid, _, location = override.partition("=")
+        if not location:
+            raise ConfigError(f"--store {override}: expected GRID=PATH (a benchmark directory or store file)")
+        stores[grid] = location
+    command = f"augbench findings {args.claims}" + (" --small" if args.small else "") + "".join(
+        f" --{kind} {path}" for kind, path in (("markdown", args.markdown), ("html", args.html)) if path)
+    results = write_findings(args.claims, stores, args.markdown, args.html, args.seeds, command)
+    counted = Counter(result.verdicts[result.claim.verdict_protocol] for result in results)
+    written = " and ".join(str(path) for path in (args.markdown, args.html) if path)
+    console.print(f"{len(results)} claims: {', '.join(f'{n} {v}' for v, n in counted.items())}; wrote {written}",
+                  highlight=False, soft_wrap=True)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -242,6 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("directory", help="benchmark directory (holding results.sqlite), or a store URL with --output")
     report.add_argument("--output", type=Path, help="HTML file to write (default: <directory>/report.html)")
     report.set_defaults(run=_report, overrides=[])
+
+    findings = commands.add_parser("findings", help="measure the seed papers' claims on the study grids' stores and "
+                                   "write the results page (docs/results.md)")
+    findings.add_argument("claims", type=Path, help="claims file, e.g. configs/findings.yaml")
+    findings.add_argument("--runs-dir", type=Path, default=Path("runs/benchmarks"),
+                          help="where the grids' directories are (default: runs/benchmarks)")
+    findings.add_argument("--small", action="store_true", help="read the grids run with --small (<grid>-small)")
+    findings.add_argument("--store", action="append", default=[], metavar="GRID=PATH",
+                          help="the store of one grid elsewhere (a benchmark directory, file or URL); repeatable")
+    findings.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], metavar="N[,N...]",
+                          help="the seeds the regenerating commands name (default: 0,1,2)")
+    findings.add_argument("--markdown", type=Path, help="Markdown page to write, e.g. docs/results.md")
+    findings.add_argument("--html", type=Path, help="HTML page to write, e.g. docs/results.html")
+    findings.set_defaults(run=_findings, overrides=[])
 
     export = commands.add_parser("export", help="write a run's backbone as a torchvision or timm state dict")
     export.add_argument("checkpoint", help="run directory, encoder .safetensors or .ckpt")

@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -39,6 +40,7 @@ def grid(tmp_path):
         "datasets": {"photo": {"name": "shapes_world", "backgrounds": ["photo"], "train_size": 32, "val_size": 8,
                                "test_size": 8}},
         "seeds": [0], "suites": ["tiny.yaml"], "pretrain": TINY_PRETRAIN, "reference_task": "shape",
+        "random_baseline": False,  # the tests below count trained cells; the random baseline's tests turn it on
         "small": {"datasets": {"photo": None, "flat": {"name": "shapes_world", "backgrounds": ["flat"]}}},
     }
     return _write(tmp_path / "bench.yaml", config)
@@ -85,7 +87,7 @@ def test_the_plan_lists_each_run_with_its_state_and_runs_nothing(grid, tmp_path,
     _edit(grid, seeds=[0, 1])
     assert main(["benchmark", str(grid), "--plan"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "2 runs × 1 suites (tiny) = 2 cells" in out and "no results store yet" in out
+    assert "(2 runs) × 1 suites (tiny) = 2 cells" in out and "no results store yet" in out
     assert not (tmp_path / "bench").exists()
     assert list(plan_summary(plan(grid))["state"]) == ["not started"] * 2
     run_benchmark(grid, max_cells=1)
@@ -217,3 +219,40 @@ def test_every_shipped_study_preset_plans(small, tmp_path):
         virb = plan(REPO / "configs" / "benchmarks" / "virb.yaml", overrides=[f"output_dir={tmp_path / 'virb'}"])
         domains = {(r.data.name, tuple(getattr(r.data, "backgrounds", ()))) for r in virb.runs.values()}
         assert len(domains) >= 3  # photo and flat backgrounds of Shapes World, and digits
+
+
+def test_the_random_baseline_adds_a_cell_per_architecture_seed_and_suite_and_reserves_its_labels(grid):
+    _edit(grid, random_baseline=True, seeds=[0, 1], suites=["tiny.yaml", "tiny_hue.yaml"],
+          methods={"moco_v2": {}, "byol": {}, "moco_wide": {"config": "moco_v2", "overrides": ["model.width=0.25"]}})
+    planned = plan(grid)
+    random_cells = [cell.cell_id for cell in planned.cells if cell.dataset == "none"]
+    assert random_cells == [f"random_{a}__none__seed{s}__{suite}" for a in (1, 2) for s in (0, 1)
+                            for suite in ("tiny", "tiny_hue")]
+    assert planned.baseline_of == {"moco_v2": "random_1", "byol": "random_1", "moco_wide": "random_2"}
+    assert planned.baselines["random_2__none__seed1"].width == 0.25
+    assert len(planned.cells) == 3 * 2 * 2 + len(random_cells)
+    _edit(grid, methods={"moco_v2": {}, "random": {"config": "byol"}})
+    with pytest.raises(ConfigError, match=r"methods: \['random'\] are the random-encoder baselines' labels"):
+        plan(grid)
+
+
+def test_the_random_cell_stores_what_the_seeded_untrained_architecture_scores(grid, tmp_path):
+    import torch
+
+    from augbench.evaluate.evaluate import evaluate
+    from augbench.models.backbones import build_backbone
+
+    _edit(grid, random_baseline=True)
+    result = run_benchmark(grid)
+    assert result.ran == ["moco_v2__photo__seed0__tiny", "random__none__seed0__tiny"]
+    results = load_results(tmp_path / "bench").set_index("method")
+    torch.manual_seed(0)
+    expected = evaluate(build_backbone(plan(grid).runs["moco_v2__photo__seed0"].model).eval(), tmp_path / "tiny.yaml",
+                        progress=False)
+    assert results.loc["random", "value"] == pytest.approx(expected["value"].iloc[0])
+    assert results.loc["random", "pretrain_dataset"] == "none"
+    with ResultsStore(tmp_path / "bench") as store:
+        assert json.loads(store.meta()["baselines"]) == {"moco_v2": "random"}
+        runs = store.table("runs").set_index("method")
+        assert set(store.table("checkpoints")["run_name"]) == {"moco_v2__photo__seed0"}  # nothing trained, no file
+    assert "random initialisation" in runs.loc["random", "config"]

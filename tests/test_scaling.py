@@ -45,6 +45,7 @@ def grid4(tmp_path):
                                "test_size": 8}},
         "seeds": [0, 1], "suites": ["tiny.yaml"], "pretrain": TINY_PRETRAIN, "reference_task": "shape",
         "lease_seconds": 600,
+        "random_baseline": False,  # these tests count and compare the trained cells; test_benchmark.py covers it
     }
     return _write(tmp_path / "grid4.yaml", config)
 

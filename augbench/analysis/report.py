@@ -3,7 +3,9 @@
 The HTML embeds every figure as a base64 PNG data URI and its styles inline,
 so the one file can be mailed or archived; the Markdown links the same
 figures written next to it (`<name>_files/`). Sections: the grid and its
-wall time, results (mean ± std over seeds), ranks, category summary,
+wall time, every result against the random encoder of its architecture
+(marked "≈ random" where it does not beat it, a warning per task where no
+encoder does), results (mean ± std over seeds), ranks, category summary,
 correlations with the reference task (table and scatter), the task × task
 correlation heatmap, switch effects with confidence intervals, the
 pretraining datasets' effects (when `dataset_comparisons` names pairs), invariance
@@ -24,7 +26,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from augbench.analysis import plots, stats
-from augbench.analysis.store import ResultsStore, is_server_url
+from augbench.analysis.store import ResultsStore, is_random_label, is_server_url
 from augbench.analysis.tables import mean_std_table
 from augbench.errors import DataError
 
@@ -56,12 +58,26 @@ def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
     methods = list(config.get("methods", {})) or list(dict.fromkeys(cells["method"]))
     comparisons = config.get("comparisons") or stats.default_comparisons(methods)
     kinds = results["kind"].fillna("")
-    main, probes = results[kinds != INVARIANCE_KIND], results[kinds == INVARIANCE_KIND]
+    scores, probes = results[kinds != INVARIANCE_KIND], results[kinds == INVARIANCE_KIND]
     sections = [_grid_section(cells, meta)]
-    if main.empty:
+    if scores.empty:
         sections.append(Section("Results", [("text", "No evaluation has finished yet.")]))
         return meta, sections
-    sections.append(Section("Results (mean ± std over pretraining seeds)", [("table", mean_std_table(main))]))
+    baseline_of = stats.baseline_labels(scores, json.loads(meta.get("baselines") or "{}"))
+    versus = stats.versus_random(scores, baseline_of)
+    at_random = stats.tasks_at_random(versus)
+    sections.append(_random_section(versus, at_random, bool(baseline_of)))
+    marks = {(r.task, r.protocol, r.method, r.pretrain_dataset): stats.AT_RANDOM
+             for r in versus.itertuples() if r.at_random}
+    sections.append(Section("Results (mean ± std over pretraining seeds)", [
+        ("text", f"'{stats.AT_RANDOM}': the result does not beat the randomly initialised encoder of its architecture "
+                 "(previous section)."),
+        ("table", mean_std_table(scores, marks))]))
+    # The random encoders are the baseline, not contestants: ranks, correlations and effects read the trained ones.
+    main = scores[~scores["method"].map(is_random_label)]
+    if main.empty:
+        return meta, sections
+    unread = {task for task, chosen in _chosen_protocols(main, protocol).items() if (task, chosen) in at_random}
     matrix = stats.encoder_matrix(main, protocol)
     ranks = stats.rank_table(main, protocol)
     sections.append(Section(f"Ranks per task ({protocol} where a task has it; 1 = best)", [("table", ranks)]))
@@ -70,6 +86,7 @@ def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
     correlation_parts: list[tuple[str, object]] = []
     if reference in matrix.columns:
         correlations = stats.reference_correlations(matrix, reference)
+        correlations["flag"] = [_random_flag(reference, task, unread) for task in correlations["task"]]
         correlation_parts += [
             ("text", f"Each task against the reference task '{reference}' across {len(matrix)} encoders "
                      "(method × pretraining dataset, seed means). NaN: fewer than 3 encoders or a constant task."),
@@ -81,9 +98,13 @@ def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
         correlation_parts.append(("text", f"The reference task '{reference}' has no results."))
     sections.append(Section(f"Correlation with the reference task '{reference}'", correlation_parts))
     task_matrix = stats.task_correlations(matrix)
-    sections.append(Section("Task × task Spearman correlation", [
+    heatmap_parts: list[tuple[str, object]] = [
         ("figure", ("task_correlations", plots.heatmap(task_matrix, "Spearman ρ across encoders"))),
-        ("table", task_matrix)]))
+        ("table", task_matrix)]
+    if unread & set(task_matrix.columns):
+        heatmap_parts.insert(0, ("text", f"Flagged: {', '.join(sorted(unread & set(task_matrix.columns)))} "
+                                         "(no encoder beats the random encoder there): their correlations rank noise."))
+    sections.append(Section("Task × task Spearman correlation", heatmap_parts))
     configs = stats.run_configs(runs)
     effects = stats.switch_effects(main, comparisons, configs, protocol)
     effect_parts: list[tuple[str, object]] = [(
@@ -103,6 +124,36 @@ def build_sections(directory: str | Path) -> tuple[dict, list[Section]]:
         sections.append(_probe_section(probes))
     sections.append(Section("Protocols and budgets", [("list", stats.protocol_statement(main, runs))]))
     return meta, sections
+
+
+def _random_section(versus: pd.DataFrame, at_random: list[tuple[str, str]], has_baseline: bool) -> Section:
+    if not has_baseline:
+        return Section("Against the random encoder", [(
+            "text", "This store holds no randomly initialised encoder (a grid run with random_baseline: false, or "
+                    "by an augbench before it evaluated one per grid): no result here is tested against chance.")])
+    parts: list[tuple[str, object]] = [("text", (
+        "Each result against the randomly initialised encoder of the same architecture, evaluated with the same "
+        "suite and seeds: gain = mean − random mean over seeds (positive = better, a lower-is-better metric's sign "
+        "flipped) with Welch's 95 % interval. A result whose interval includes or lies below 0 is marked "
+        f"'{stats.AT_RANDOM}'; with one seed on either side there is no interval, and a result is marked when its "
+        "gain is not positive."))]
+    if at_random:
+        parts.append(("list", [f"warning: on {task} ({protocol}) no encoder beats the random encoder: its ranks and "
+                               "correlations measure noise" for task, protocol in at_random]))
+    table = versus.assign(at_random=versus["at_random"].map({True: stats.AT_RANDOM, False: ""}))
+    parts.append(("table", table.set_index(["task", "protocol", "method", "pretrain_dataset"])))
+    return Section("Against the random encoder", parts)
+
+
+def _chosen_protocols(main: pd.DataFrame, protocol: str) -> dict[str, str]:
+    """The protocol the analyses read for each task (`stats.select_protocol`'s choice)."""
+    chosen = stats.select_protocol(main, protocol)
+    return dict(chosen.groupby("task", sort=False)["protocol"].first())
+
+
+def _random_flag(reference: str, task: str, unread: set[str]) -> str:
+    flags = [f"{name} at random" for name in (reference, task) if name in unread]
+    return "; ".join(dict.fromkeys(flags))
 
 
 def _dataset_section(main: pd.DataFrame, comparisons: list[list[str]], protocol: str) -> Section:

@@ -19,7 +19,10 @@ the mean over pretraining seeds. The analyses follow ViRB (Kotar et al.
   labelled with the config keys in which the two methods differ, and
   `switch_effects_by_dataset` the same per pretraining dataset;
 - `dataset_effects`: the same between two pretraining datasets over matched
-  (method, seed, task) cells, with ViRB's one-way ANOVA per task.
+  (method, seed, task) cells, with ViRB's one-way ANOVA per task;
+- `versus_random`: each encoder's gain over the randomly initialised encoder
+  of its architecture with Welch's interval, and `tasks_at_random` the tasks
+  on which no encoder beats it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 from scipy import stats
 
+from augbench.analysis.store import is_random_label
 from augbench.config import changed_keys
 
 ENCODER = ["method", "pretrain_dataset"]
@@ -297,6 +301,11 @@ def _difference(differences: np.ndarray, confidence: float, resamples: int, seed
             "t_low": low, "t_high": high, "bootstrap_low": boot_low, "bootstrap_high": boot_high}
 
 
+def paired_interval(differences: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of the mean of paired differences; NaN below 2 pairs."""
+    return _t_interval(np.asarray(differences, dtype=float), confidence)
+
+
 def _anova(baseline: np.ndarray, variant: np.ndarray) -> tuple[float, float]:
     if min(len(baseline), len(variant)) < 2 or np.ptp(np.concatenate([baseline, variant])) == 0:
         return NAN, NAN
@@ -343,7 +352,86 @@ def protocol_statement(results: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     for row in runs.drop_duplicates("method").itertuples():
         config = OmegaConf.to_container(OmegaConf.create(row.config))
         trainer, optim, model = config.get("trainer", {}), config.get("optim", {}), config.get("model", {})
+        if is_random_label(row.method):
+            lines.append(f"{row.method}: {model.get('name')} width {model.get('width')}, randomly initialised from "
+                         "each seed, not trained")
+            continue
         lines.append(f"pretraining {row.method}: {model.get('name')} width {model.get('width')}, "
                      f"{trainer.get('max_epochs')} epochs (max_steps {trainer.get('max_steps')}), batch "
                      f"{trainer.get('batch_size')}, {optim.get('name')} lr {optim.get('lr')}")
     return lines
+
+
+# --- the random-encoder baseline ---------------------------------------------------------------------------------
+
+AT_RANDOM = "≈ random"
+
+
+def baseline_labels(results: pd.DataFrame, stored: dict[str, str] | None = None) -> dict[str, str]:
+    """Each trained method → the label of its architecture's random encoder: the store's `baselines` meta where the
+    grid recorded it, else the one random encoder of the results (older stores); {} when the results have none."""
+    methods = list(dict.fromkeys(results["method"]))
+    randoms = [m for m in methods if is_random_label(m)]
+    if stored:
+        return {m: r for m, r in stored.items() if r in randoms and m in methods}
+    return {m: randoms[0] for m in methods if m not in randoms} if len(randoms) == 1 else {}
+
+
+def versus_random(results: pd.DataFrame, baseline_of: dict[str, str], confidence: float = 0.95) -> pd.DataFrame:
+    """Each trained encoder's gain over its architecture's random encoder, per (task, protocol, metric).
+
+    `gain` is mean − random mean over seeds, signed so that positive is better
+    (a lower-is-better metric's difference negated). Its interval is Welch's
+    t interval for the difference of two means: the seeds of a trained and of
+    a random encoder are independent draws, not pairs. A result is `at_random`
+    when the interval includes or lies below 0; with one seed on either side
+    there is no interval, and it is at random when its gain is not positive.
+    """
+    columns = [*ENCODER, "task", "protocol", "metric", "seeds", "random_seeds", "gain", "low", "high", "at_random"]
+    rows = []
+    keys = ["task", "protocol", "metric"]
+    better = task_directions(results) if not results.empty else {}
+    grouped = {key: group["value"].to_numpy() for key, group in results.groupby([*ENCODER, *keys], sort=False)}
+    randoms = set(baseline_of.values())
+    baselines: dict[tuple, list[np.ndarray]] = {}
+    for (method, _, task, protocol, metric), values in grouped.items():
+        if method in randoms:
+            baselines.setdefault((method, task, protocol, metric), []).append(values)
+    for (method, dataset, task, protocol, metric), values in grouped.items():
+        baseline = baselines.get((baseline_of.get(method), task, protocol, metric))
+        if baseline is None:
+            continue
+        sign = 1.0 if better.get(task, True) else -1.0
+        reference = np.concatenate(baseline)
+        gain = sign * (values.mean() - reference.mean())
+        low, high = _welch_interval(values, reference, confidence)
+        low, high = (sign * low, sign * high) if sign > 0 else (sign * high, sign * low)
+        at_random = bool(gain <= 0) if np.isnan(low) else bool(low <= 0)
+        rows.append({"method": method, "pretrain_dataset": dataset, "task": task, "protocol": protocol,
+                     "metric": metric, "seeds": len(values), "random_seeds": len(reference), "gain": gain,
+                     "low": low, "high": high, "at_random": at_random})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _welch_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Welch's interval for mean(a) − mean(b); NaN with fewer than 2 values on a side. Written out rather than
+    scipy's ttest_ind(...).confidence_interval, which gives NaN when both sides are constant (then the interval
+    is the difference itself)."""
+    if min(len(a), len(b)) < 2:
+        return NAN, NAN
+    difference = a.mean() - b.mean()
+    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = np.sqrt(var_a + var_b)
+    if se == 0:
+        return float(difference), float(difference)
+    dof = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = stats.t.ppf((1 + confidence) / 2, dof) * se
+    return float(difference - half), float(difference + half)
+
+
+def tasks_at_random(versus: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (task, protocol) pairs on which every trained encoder is at its random baseline."""
+    if versus.empty:
+        return []
+    every = versus.groupby(["task", "protocol"], sort=False)["at_random"].all()
+    return [key for key, flag in every.items() if flag]

@@ -10,11 +10,13 @@
 Schema, version 1 (SQLite's `PRAGMA user_version` and `meta.schema_version` hold it):
 
     meta(key PRIMARY KEY, value)
-        schema_version, created, and the benchmark's name and config (YAML).
+        schema_version, created, the benchmark's name and config (YAML), and
+        `baselines` (JSON: each method's random-encoder label).
     cells(cell_id PRIMARY KEY, method, dataset, seed, suite, run_name,
           state, owner, heartbeat, attempts, started, finished, seconds, error)
         one grid cell = (method, pretraining dataset, seed, suite); state is
-        pending | running | finished | failed. The work queue over this table
+        pending | running | finished | failed; the random encoders' cells
+        have method `random` (or `random_N`) and dataset `none`. The work queue over this table
         (claims, leases, heartbeats) is `augbench.analysis.queue`.
     runs(run_name PRIMARY KEY, method, dataset, seed, run_dir, config,
          code_version, environment, state, created, finished)
@@ -58,6 +60,14 @@ DATABASE_FILE = "results.sqlite"
 CELL_STATES = ("pending", "running", "finished", "failed")
 UNCATEGORISED = "uncategorised"
 SERVER_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+# The method label of a grid's randomly initialised encoder (random_1, random_2, … with several architectures)
+# and the pretraining dataset of its cells.
+RANDOM = "random"
+NO_PRETRAINING = "none"
+
+
+def is_random_label(label: str) -> bool:
+    return label == RANDOM or (label.startswith(f"{RANDOM}_") and label[len(RANDOM) + 1:].isdigit())
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 from rich.table import Table
 
@@ -47,11 +49,15 @@ def results_markdown(results: pd.DataFrame) -> str:
     return _cells(results).reset_index().to_markdown(index=False, disable_numparse=True)
 
 
-def mean_std_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Benchmark results as text cells "mean ± std" (over seeds): rows (task, protocol), columns encoders."""
+def mean_std_table(results: pd.DataFrame, marks: Mapping[tuple[str, str, str, str], str] | None = None
+                   ) -> pd.DataFrame:
+    """Benchmark results as text cells "mean ± std" (over seeds): rows (task, protocol), columns encoders.
+    `marks[(task, protocol, method, pretrain_dataset)]` is appended to its cell (e.g. "≈ random")."""
     keys = ["task", "protocol", "method", "pretrain_dataset"]
     stats = results.groupby(keys, sort=False)["value"].agg(["mean", "std"]).reset_index()
-    stats["cell"] = [f"{m:.1f}" if pd.isna(s) else f"{m:.1f} ± {s:.1f}" for m, s in zip(stats["mean"], stats["std"])]
+    marks = marks or {}
+    stats["cell"] = [(f"{m:.1f}" if pd.isna(s) else f"{m:.1f} ± {s:.1f}") + (f" {marks[k]}" if k in marks else "")
+                     for m, s, k in zip(stats["mean"], stats["std"], stats[keys].itertuples(index=False, name=None))]
     stats["encoder"] = stats["method"] + " · " + stats["pretrain_dataset"]
     table = stats.pivot(index=["task", "protocol"], columns="encoder", values="cell")
     table = table.reindex(index=list(dict.fromkeys(zip(stats["task"], stats["protocol"]))),

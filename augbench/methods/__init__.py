@@ -17,6 +17,7 @@ from augbench.methods.looc import LooCConfig, LooCMethod
 from augbench.methods.moco_v2 import MoCoV2Config
 from augbench.methods.simclr import SimCLRConfig
 from augbench.methods.simsiam import SimSiamConfig
+from augbench.methods.supervised import SupervisedConfig, SupervisedMethod
 from augbench.methods.swav import SwAVConfig, SwAVMethod
 from augbench.methods.two_branch import TwoBranchConfig, TwoBranchMethod
 
@@ -30,6 +31,7 @@ METHODS: dict[str, tuple[type, type[Method]]] = {
     "looc": (LooCConfig, LooCMethod),
     "hai": (HAIConfig, HAIMethod),
     "barlow_twins": (BarlowTwinsConfig, BarlowTwinsMethod),
+    "supervised": (SupervisedConfig, SupervisedMethod),
 }
 # Names of earlier versions → the name their stored runs' configs load as (`stored_method_name`).
 RENAMED = {"siamese": "two_branch"}

@@ -27,9 +27,15 @@ class Method(nn.Module):
     """
 
     backbone: nn.Module
+    # The dataset label a supervised method learns: the trainer then calls `forward(views, targets)` with the
+    # batch's labels (B,) and, once the data is loaded, `set_num_classes`. None for self-supervised methods.
+    label: str | None = None
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def set_num_classes(self, num_classes: int) -> None:
+        """The number of classes of `label` in the training split, for methods that read one; the trainer sets it."""
 
     def update_target(self, progress: float) -> dict[str, float]:
         return {}

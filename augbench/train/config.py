@@ -175,6 +175,12 @@ class PretrainConfig:
         if self.monitor.label is not None and self.monitor.label not in known:
             raise ValueError(f"monitor.label={self.monitor.label!r} is not a label of {self.data.name}; known: "
                              f"{list(known)}")
+        if hasattr(self.method, "label"):  # a supervised method: its label, by default the dataset's first
+            if self.method.label is None:
+                self.method.label = known[0]
+            if self.method.label not in known:
+                raise ValueError(f"method.label={self.method.label!r} is not a label of {self.data.name}; known: "
+                                 f"{list(known)}")
         if self.monitor.online_linear and isinstance(self.method, HAIConfig) and self.method.stages[-1] != NUM_STAGES:
             raise ValueError(f"monitor.online_linear=true reads the encoder's features, which HAI computes only with "
                              f"stage {NUM_STAGES} tapped; method.stages={list(self.method.stages)}")

@@ -98,7 +98,8 @@ class PretrainModule(L.LightningModule):
         return batch
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.method(batch["views"])
+        label = self.method.label
+        out = self.method(batch["views"], batch["labels"][label]) if label else self.method(batch["views"])
         features = out.pop("features", None)
         loss = out["loss"]
         if not torch.isfinite(loss):

@@ -213,6 +213,8 @@ def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback]) -> Run:
                               f"{config.trainer.batch_size}")
         backbone = build_backbone(config.model)
         method = build_method(config.method, backbone)
+        if method.label is not None:
+            method.set_num_classes(_num_classes(dataset, method.label, "method.label"))
         if config.monitor.enabled:
             monitor = ProbeMonitor(config.monitor, dataset, load_split(config.data, "val"), config.seed)
             callbacks = [*callbacks, monitor]
@@ -314,6 +316,16 @@ class _ProgressBar(RichProgressBar):
         return metrics
 
 
+def _num_classes(train: ImageDataset, label: str, key: str) -> int:
+    """The number of classes of a class label in the training split: its largest value + 1."""
+    values = train.labels[label]
+    if values.is_floating_point() or values.ndim != 1:
+        raise ConfigError(f"{key}={label!r} is not a class label of {train.name} (it holds "
+                          f"{'floats' if values.is_floating_point() else f'{values.ndim}-d values'}); "
+                          "choose a label of integer classes")
+    return int(values.max()) + 1
+
+
 def _online_linear(config: PretrainConfig, method: Method, train: ImageDataset) -> dict[str, Any]:
     """PretrainModule's online classifier arguments: a linear layer from the encoder's features to every class
     of the label in the training split."""
@@ -323,7 +335,7 @@ def _online_linear(config: PretrainConfig, method: Method, train: ImageDataset) 
     with torch.no_grad():  # in eval mode, so measuring the feature width changes no BatchNorm statistic
         width = encoder.eval()(torch.zeros(2, 3, train.image_size, train.image_size)).shape[1]
     encoder.train(was_training)
-    num_classes = int(train.labels[label].max()) + 1
+    num_classes = _num_classes(train, label, "monitor.label")
     lr = config.monitor.online_linear_lr or (1e-3 if config.optim.name == "adamw" else 0.1)
     return {"online_classifier": nn.Linear(width, num_classes), "online_label": label, "online_lr": lr}
 

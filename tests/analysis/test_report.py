@@ -188,3 +188,37 @@ def test_chromium_renders_the_tables_and_figures_laid_out_without_console_errors
         pixels = grey[top:bottom, round(block["left"]) : round(block["right"])]
         assert pixels.size and (pixels < 128).mean() > 0.002, block  # dark ink: text, rules, plotted marks
         assert len(np.unique(pixels)) > 16, block  # anti-aliased drawing, not a flat fill
+
+
+def test_results_that_do_not_beat_the_random_encoder_are_marked_and_tasks_at_random_warned(tmp_path):
+    from scipy import stats as scipy_stats
+
+    from augbench.analysis.report import build_sections
+    from augbench.analysis.store import load_results
+    from tests.analysis.conftest import fill_store
+
+    fill_store(tmp_path / "bench" / "results.sqlite", random=True).close()
+    results = load_results(tmp_path / "bench")
+    _, sections = build_sections(tmp_path / "bench")
+    table = next(content for section in sections if section.title.startswith("Results")
+                 for kind, content in section.parts if kind == "table")
+    assert "random · none" in table.columns
+    marked = 0
+    for (task, protocol), row in table.iterrows():
+        rows = results[(results["task"] == task) & (results["protocol"] == protocol)]
+        random = rows[rows["method"] == "random"]["value"]
+        for (method, dataset), values in rows[rows["method"] != "random"].groupby(["method", "pretrain_dataset"]):
+            # Welch's interval from scipy, computed apart from augbench's own
+            low = scipy_stats.ttest_ind(values["value"], random, equal_var=False).confidence_interval(0.95).low
+            assert row[f"{method} · {dataset}"].endswith("≈ random") == (low <= 0), (task, protocol, method, dataset)
+            marked += low <= 0
+        assert "≈ random" not in row["random · none"]
+    assert 0 < marked < len(table) * 9  # some results, not all
+    html_path, markdown_path = write_report(tmp_path / "bench")
+    for page in (html_path.read_text(), markdown_path.read_text()):
+        assert "≈ random" in page
+        # hue falls as the encoders improve: none beats the random encoder under either protocol
+        assert "warning: on hue (linear) no encoder beats the random encoder" in page
+        assert "warning: on hue (knn)" in page and "warning: on shape" not in page
+        assert "hue at random" in page  # its correlation with the reference task is flagged
+        assert "random: resnet18 width 0.25, randomly initialised from each seed, not trained" in page

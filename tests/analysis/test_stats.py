@@ -165,3 +165,41 @@ def test_method_switches_compare_presets_of_one_method_key_by_key_and_other_meth
     assert stats.method_switches(configs, "moco_v2", "step") == ["method.projector.bn"]
     assert stats.method_switches(configs, "moco_v2", "byol") == ["method.negatives", "method.projector.bn"]
     assert stats.method_switches(configs, "moco_v2", "hai") == ["method.name (moco_v2 → hai)", "augment"]
+
+
+def _scores(method: str, values, metric: str = "top1", higher: bool = True) -> pd.DataFrame:
+    return pd.DataFrame({"method": method, "pretrain_dataset": "none" if method == "random" else "photo",
+                         "seed": range(len(values)), "task": "t", "protocol": "linear", "metric": metric,
+                         "higher_is_better": higher, "value": values})
+
+
+def test_the_gain_over_the_random_encoder_has_welchs_interval_and_knows_the_metrics_direction():
+    trained, random = [12.0, 15.0, 11.0], [10.0, 10.5, 9.0, 9.5]
+    row = stats.versus_random(pd.concat([_scores("moco_v2", trained), _scores("random", random)]),
+                              {"moco_v2": "random"}).iloc[0]
+    expected = scipy_stats.ttest_ind(trained, random, equal_var=False).confidence_interval(0.95)
+    assert (row["low"], row["high"]) == pytest.approx((expected.low, expected.high))
+    assert row["gain"] == pytest.approx(np.mean(trained) - np.mean(random)) and row["seeds"] == 3
+    assert row["at_random"] == (expected.low <= 0)
+    # An error (lower is better) below the random encoder's is a gain; its interval is the flipped one.
+    errors = stats.versus_random(pd.concat([_scores("moco_v2", [1.0, 1.2, 0.9], "mae", False),
+                                            _scores("random", [2.0, 2.1, 1.9], "mae", False)]),
+                                 {"moco_v2": "random"}).iloc[0]
+    flipped = scipy_stats.ttest_ind([2.0, 2.1, 1.9], [1.0, 1.2, 0.9], equal_var=False).confidence_interval(0.95)
+    assert errors["gain"] == pytest.approx(1.0 - 0.1 / 3) and not errors["at_random"]
+    assert (errors["low"], errors["high"]) == pytest.approx((flipped.low, flipped.high))
+
+
+def test_one_seed_has_no_interval_and_is_at_random_unless_it_is_above_it():
+    above = stats.versus_random(pd.concat([_scores("a", [11.0]), _scores("b", [9.0]), _scores("random", [10.0])]),
+                                {"a": "random", "b": "random"})
+    assert above["low"].isna().all() and list(above["at_random"]) == [False, True]
+    assert stats.tasks_at_random(above) == []
+    assert stats.tasks_at_random(above[above["method"] == "b"]) == [("t", "linear")]
+
+
+def test_older_stores_take_their_one_random_encoder_as_every_methods_baseline():
+    results = pd.concat([_scores("moco_v2", [1.0]), _scores("byol", [1.0]), _scores("random", [1.0])])
+    assert stats.baseline_labels(results) == {"moco_v2": "random", "byol": "random"}
+    assert stats.baseline_labels(results.query("method != 'random'")) == {}
+    assert stats.baseline_labels(results, {"moco_v2": "random", "gone": "random"}) == {"moco_v2": "random"}

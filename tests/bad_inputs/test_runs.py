@@ -219,7 +219,8 @@ def test_sigterm_stops_a_benchmark_with_143_and_hands_its_cell_back(tmp_path):
                                              "checkpoint_every_n_steps": 1}}
     benchmark = {"name": "tiny", "output_dir": str(tmp_path / "bench"), "methods": {"moco_v2": {}},
                  "datasets": {"flat": {"name": "shapes_world", "train_size": 64, "val_size": 16, "test_size": 16}},
-                 "seeds": [0], "suites": ["tiny.yaml"], "pretrain": long_run, "reference_task": "shape"}
+                 "seeds": [0], "suites": ["tiny.yaml"], "pretrain": long_run, "reference_task": "shape",
+                 "random_baseline": False}
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(benchmark))
     process = _cli("benchmark", str(tmp_path / "bench.yaml"))
     run_dir = tmp_path / "bench" / "runs" / "moco_v2__flat__seed0"

@@ -36,7 +36,8 @@ def _grid(tmp_path: Path, train_size: int = 32) -> Path:
         "name": "tiny", "output_dir": str(tmp_path / "bench"), "methods": {"moco_v2": {}},
         "datasets": {"photo": {"name": "shapes_world", "backgrounds": ["photo"], "train_size": train_size,
                                "val_size": 8, "test_size": 8}},
-        "seeds": [0], "suites": ["tiny.yaml"], "pretrain": TINY_PRETRAIN, "reference_task": "shape"})
+        "seeds": [0], "suites": ["tiny.yaml"], "pretrain": TINY_PRETRAIN, "reference_task": "shape",
+        "random_baseline": False})  # one trained cell; tests/test_benchmark.py covers the random baseline
 
 
 def _empty_store(tmp_path: Path) -> Path:

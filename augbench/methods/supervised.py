@@ -1,0 +1,81 @@
+"""Supervised pretraining: cross-entropy on a class label of the pretraining data.
+
+ViRB (Kotar et al., ICCV 2021) sets self-supervised encoders against a
+supervised one of the same architecture; this is that encoder here. The
+backbone and the augmentation are those of the self-supervised presets (the
+recipe's views), and a linear layer on the pooled features predicts `label`,
+a class label of the dataset (unset: its first label, Shapes World's `shape`,
+digits' `digit`, `class` on disk; the run's config records the one chosen):
+
+    L = CE(W · backbone(view) + b, y)
+
+`views`: `both` (default) puts each of the recipe's views of an image into
+the batch as its own sample, so per step the backbone sees, and back-propagates
+through, the same 2B augmented images a symmetric self-supervised preset does:
+the comparison holds the augmented images and the compute equal. `first`
+trains on the first view only (one augmentation per image per step, as
+standard supervised training does) at half the cost.
+
+The classifier's width is the number of classes of `label` in the training
+split (its largest value + 1, as the online linear monitor counts them), which
+the trainer sets (`set_num_classes`) once the data is loaded. Images whose
+label is negative (STL-10's unlabelled split) take no part in the loss.
+Downstream tasks read the backbone, as for every other method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from augbench.augment.views import View
+from augbench.methods.base import Method
+
+VIEWS = ("both", "first")
+
+
+@dataclass
+class SupervisedConfig:
+    name: str = "supervised"
+    label: str | None = None  # null: the dataset's first label (shapes_world: shape, digits: digit, on disk: class)
+    views: str = "both"
+
+    def __post_init__(self):
+        if self.views not in VIEWS:
+            raise ValueError(f"views={self.views!r}: expected one of {VIEWS}")
+
+
+class SupervisedMethod(Method):
+    def __init__(self, backbone: nn.Module, config: SupervisedConfig):
+        super().__init__()
+        self.config = config
+        self.label = config.label
+        self.backbone = backbone
+        self.classifier: nn.Linear | None = None
+
+    def set_num_classes(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise ValueError(f"method.label={self.label!r}: the training split has {num_classes} class(es); "
+                             "cross-entropy needs at least 2")
+        self.classifier = nn.Linear(self.backbone.out_dim, num_classes)
+
+    def forward(self, views: list[View], targets: Tensor | None = None) -> dict[str, Tensor]:
+        if self.classifier is None or targets is None:
+            raise RuntimeError("the supervised method needs set_num_classes() before training and the batch's "
+                               f"{self.label!r} labels in forward(); augbench's trainer provides both")
+        used = views if self.config.views == "both" else views[:1]
+        features = [self.backbone(view.images) for view in used]  # (B, D) each
+        logits = self.classifier(torch.cat(features))  # (V·B, C)
+        targets = targets.repeat(len(used))
+        labelled = targets >= 0
+        if not labelled.any():
+            loss = logits.sum() * 0.0  # every parameter takes part, as DDP requires
+            accuracy = torch.zeros((), device=logits.device)
+        else:
+            loss = F.cross_entropy(logits[labelled], targets[labelled])
+            with torch.no_grad():
+                accuracy = (logits[labelled].argmax(dim=1) == targets[labelled]).float().mean() * 100
+        return {"loss": loss, "accuracy": accuracy, "features": features[0].detach()}
