@@ -4,8 +4,9 @@ A config is composed from sources in order (base files, the file, then
 command-line overrides) onto a dataclass schema. Each source is merged on its
 own, so an unknown key or a value of the wrong type is reported with the key
 and the file (or "command line") it came from. Sections whose schema depends
-on a `name` (the method, the dataset) are polymorphic: their dataclass is
-looked up from the composed `name` before the sources are merged.
+on a kind key (the method's and the dataset's `name`, the views' `augment.views`)
+are polymorphic: their dataclass is looked up from the composed kind before
+the sources are merged.
 """
 
 from __future__ import annotations
@@ -89,40 +90,83 @@ def _read_file(path: Path, chain: tuple[Path, ...]) -> list[Source]:
     return sources
 
 
+@dataclass(frozen=True)
+class Polymorphic:
+    """How `compose` finds the dataclass of a section that depends on its kind.
+
+    `lookup(kind)` returns the dataclass or raises KeyError with the known
+    kinds. The kind is the section's field `key`; a source that does not set
+    it may imply it through `implied(section)` (None: it implies nothing; a
+    ValueError: the section can no longer be read). Where no source gives a
+    kind, `default(kinds)` chooses it from the kinds of the sections composed
+    before this one (keyed by section), or else the schema's default is kept.
+    """
+
+    lookup: Callable[[str], type]
+    key: str = "name"
+    implied: Callable[[DictConfig], str | None] | None = None
+    default: Callable[[Mapping[str, str]], str] | None = None
+
+    def given(self, section: str, source: Source) -> str | None:
+        """The kind that `source` gives section `section`, by its key or implied, if any."""
+        values = OmegaConf.select(source.values, section, default=None)
+        if not isinstance(values, DictConfig):
+            return None
+        if values.get(self.key) is not None:
+            return values[self.key]
+        if self.implied is None:
+            return None
+        try:
+            return self.implied(values)
+        except ValueError as error:
+            raise ConfigError(f"{source.name}: {error}") from None
+
+
 def compose(
     schema: type[T],
     sources: Sequence[Source],
-    polymorphic: Mapping[str, Callable[[str], type]] = {},
+    polymorphic: Mapping[str, Callable[[str], type] | Polymorphic] = {},
+    moved: Mapping[str, str] = {},
 ) -> tuple[T, DictConfig]:
     """Merge `sources` onto `schema`; return the validated object and the resolved DictConfig.
 
-    `polymorphic[key](name)` returns the dataclass of section `key` whose
-    `name` is `name`, or raises KeyError.
+    `polymorphic[section]` is a Polymorphic, or its `lookup` alone for a
+    section whose kind is its `name`. `moved` maps a dotted key that no
+    longer exists to where its setting lives now, for the error that names it.
     """
+    specs = {key: spec if isinstance(spec, Polymorphic) else Polymorphic(spec) for key, spec in polymorphic.items()}
     merged = OmegaConf.structured(schema)
-    defaults = {key: merged[key]["name"] for key in polymorphic}
-    for key, lookup in polymorphic.items():
-        name, origin = _composed_name(key, merged, sources)
+    kinds: dict[str, str] = {}  # each section's composed kind
+    fallbacks: dict[str, str] = {}  # each section's kind where no source gives one
+    for key, spec in specs.items():
+        fallbacks[key] = spec.default(kinds) if spec.default is not None else merged[key][spec.key]
+        kind, origin = fallbacks[key], "defaults"
+        for source in sources:
+            given = spec.given(key, source)
+            if given is not None:
+                kind, origin = given, source.name
         try:
-            merged[key] = OmegaConf.structured(lookup(name))
+            merged[key] = OmegaConf.structured(spec.lookup(kind))
         except KeyError as error:
-            raise ConfigError(f"{origin}: {key}.name={name!r} is unknown; {error.args[0]}") from None
-    current = dict(defaults)
+            raise ConfigError(f"{origin}: {key}.{spec.key}={kind!r} is unknown; {error.args[0]}") from None
+        kinds[key] = kind
+    current = dict(fallbacks)
     for source in sources:
         values = source.values
-        for key in polymorphic:
-            # A source that switches `key.name` (say data.name=digits over a shapes_world preset) replaces the
-            # section: settings made for the previous name do not apply to the new one.
-            name = OmegaConf.select(values, f"{key}.name", default=current[key])
-            if name != current[key]:
-                current[key] = name
+        for key, spec in specs.items():
+            # A source that switches a section's kind (say data.name=digits over a shapes_world preset) replaces the
+            # section: settings made for the previous kind do not apply to the new one.
+            given = spec.given(key, source)
+            if given is not None and given != current[key]:
+                current[key] = given
                 merged[key] = OmegaConf.structured(OmegaConf.get_type(merged, key))
-            if current[key] != merged[key]["name"] and key in values:
+            if current[key] != kinds[key] and key in values:
                 values = OmegaConf.masked_copy(values, [k for k in values if k != key])
         try:
             merged = OmegaConf.merge(merged, values)
         except OmegaConfBaseException as error:
-            raise ConfigError(f"{source.name}: {error.full_key}: {_first_line(error)}") from None
+            message = _moved(error.full_key, moved) or _first_line(error)
+            raise ConfigError(f"{source.name}: {error.full_key}: {message}") from None
     names = ", ".join(s.name for s in sources) or "defaults"
     for field in fields(schema):  # validate section by section so an error names its section
         if is_dataclass(OmegaConf.get_type(merged, field.name)):
@@ -130,13 +174,11 @@ def compose(
     return _to_object(merged, names), merged
 
 
-def _composed_name(key: str, merged: DictConfig, sources: Sequence[Source]) -> tuple[str, str]:
-    name, origin = merged[key]["name"], "defaults"
-    for source in sources:
-        value = OmegaConf.select(source.values, f"{key}.name", default=None)
-        if value is not None:
-            name, origin = value, source.name
-    return name, origin
+def _moved(full_key: str, moved: Mapping[str, str]) -> str | None:
+    for old, new in moved.items():
+        if full_key == old or full_key.startswith(old + "."):
+            return f"moved to {new}"
+    return None
 
 
 def _to_object(config: DictConfig, where: str) -> Any:
