@@ -48,8 +48,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import augbench
+from augbench.augment.kinds import build_views
 from augbench.augment.ops import compile_hue_rotation
-from augbench.augment.recipes import build_recipe
 from augbench.config import ConfigError, to_yaml
 from augbench.data import ImageDataset, load_split
 from augbench.errors import DivergedError, PreemptedError
@@ -212,13 +212,13 @@ def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback]) -> Run:
             raise ConfigError(f"data: {len(dataset)} training images, fewer than trainer.batch_size="
                               f"{config.trainer.batch_size}")
         backbone = build_backbone(config.model)
-        method = build_method(config.method, backbone)
+        method = build_method(config.method, backbone, config.augment)
         if config.monitor.enabled:
             monitor = ProbeMonitor(config.monitor, dataset, load_split(config.data, "val"), config.seed)
             callbacks = [*callbacks, monitor]
         module = PretrainModule(
             method,
-            build_recipe(config.augment, dataset.image_size, config.method),
+            build_views(config.augment, dataset.image_size, config.method),
             config.optim,
             batch_size=config.trainer.batch_size,
             steps_per_epoch=len(dataset) // config.trainer.batch_size,
