@@ -72,13 +72,11 @@ from augbench.config import (
     shipped_config,
     to_yaml,
 )
-from augbench.data import dataset_config_type
 from augbench.errors import ConfigError, PreemptedError
 from augbench.files import check_writable
-from augbench.methods import method_config_type
 from augbench.models.backbones import BackboneConfig
 from augbench.models.io import ENCODER_FILE
-from augbench.train.config import CONFIG_FILE, PretrainConfig, config_changes, read_status
+from augbench.train.config import CONFIG_FILE, MOVED_KEYS, SECTIONS, PretrainConfig, config_changes, read_status
 
 
 @dataclass
@@ -369,7 +367,7 @@ def _run_config(config: BenchmarkConfig, benchmark: Path, method: str, dataset: 
     cell = Cell(method, dataset, seed, "")
     sources.append(Source(f"{where}: cell {cell.run_name}", OmegaConf.create(
         {"name": cell.run_name, "seed": seed, "output_dir": str(runs_dir)})))
-    run, _ = compose(PretrainConfig, sources, {"data": dataset_config_type, "method": method_config_type})
+    run, _ = compose(PretrainConfig, sources, SECTIONS, MOVED_KEYS)
     return run
 
 
@@ -381,7 +379,7 @@ def _check_model(run: PretrainConfig, benchmark: Path) -> None:
 
     try:
         with torch.device("meta"):
-            build_method(run.method, build_backbone(run.model))
+            build_method(run.method, build_backbone(run.model), run.augment)
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise ConfigError(f"{benchmark}: runs {run.name.rsplit('__', 1)[0]}: {error}") from None
 

@@ -4,10 +4,11 @@ A config is composed from sources in order (base files, the file, then
 command-line overrides) onto a dataclass schema. Each source is merged on its
 own, so an unknown key or a value of the wrong type is reported with the key
 and the file (or "command line") it came from. Sections whose schema depends
-on a `name` (the method, the dataset) are polymorphic: their dataclass is
-looked up from `name` as the sources set it. A source that switches the name
-starts the section afresh from the new dataclass's defaults, unless that
-dataclass says what it starts from (`composed_over`, below).
+on a kind key (the method's and the dataset's `name`, the views' `augment.views`)
+are polymorphic: their dataclass is looked up from the kind as the sources set
+it. A source that switches the kind starts the section afresh from the new
+dataclass's defaults, unless that dataclass says what it starts from
+(`composed_over`, below).
 """
 
 from __future__ import annotations
@@ -91,38 +92,83 @@ def _read_file(path: Path, chain: tuple[Path, ...]) -> list[Source]:
     return sources
 
 
+@dataclass(frozen=True)
+class Polymorphic:
+    """How `compose` finds the dataclass of a section that depends on its kind.
+
+    `lookup(kind)` returns the dataclass or raises KeyError with the known
+    kinds. The kind is the section's field `key`; a source that does not set
+    it may imply it through `implied(section)` (None: it implies nothing; a
+    ValueError: the section can no longer be read). Where no source gives a
+    kind, `default(kinds)` chooses it from the kinds of the sections composed
+    before this one (keyed by section), or else the schema's default is kept.
+    """
+
+    lookup: Callable[[str], type]
+    key: str = "name"
+    implied: Callable[[DictConfig], str | None] | None = None
+    default: Callable[[Mapping[str, str]], str] | None = None
+
+    def given(self, section: str, source: Source) -> str | None:
+        """The kind that `source` gives section `section`, by its key or implied, if any."""
+        values = OmegaConf.select(source.values, section, default=None)
+        if not isinstance(values, DictConfig):
+            return None
+        if values.get(self.key) is not None:
+            return values[self.key]
+        if self.implied is None:
+            return None
+        try:
+            return self.implied(values)
+        except ValueError as error:
+            raise ConfigError(f"{source.name}: {error}") from None
+
+
 def compose(
     schema: type[T],
     sources: Sequence[Source],
-    polymorphic: Mapping[str, Callable[[str], type]] = {},
+    polymorphic: Mapping[str, Callable[[str], type] | Polymorphic] = {},
+    moved: Mapping[str, str] = {},
 ) -> tuple[T, DictConfig]:
     """Merge `sources` onto `schema`; return the validated object and the resolved DictConfig.
 
-    `polymorphic[key](name)` returns the dataclass of section `key` whose
-    `name` is `name`, or raises KeyError. When a source switches the name that
-    an earlier source set, from a dataclass `previous` to `new`, the section
-    starts from `new`'s defaults (settings made for the previous name do not
+    `polymorphic[section]` is a Polymorphic, or its `lookup` alone for a
+    section whose kind is its `name`. When a source switches the kind that an
+    earlier source set, from a dataclass `previous` to `new`, the section
+    starts from `new`'s defaults (settings made for the previous kind do not
     apply to the new one), or, if `new` has a classmethod
     `composed_over(previous, values)` that returns values, from those: a
     method renamed within its family keeps what is composed so far
     (configs/fair/), a wrapper method takes it as its base method (HAI).
+    `moved` maps a dotted key that no longer exists to where its setting lives
+    now, for the error that names it.
     """
+    specs = {key: spec if isinstance(spec, Polymorphic) else Polymorphic(spec) for key, spec in polymorphic.items()}
     merged = OmegaConf.structured(schema)
-    for key, lookup in polymorphic.items():
-        merged[key] = OmegaConf.structured(_section_type(lookup, key, merged[key]["name"], "defaults"))
-    named = set()  # the sections whose name a source has set; the schema's default name carries nothing over
+    kinds: dict[str, str] = {}  # each section's kind once every source is read, for the defaults of later ones
+    for key, spec in specs.items():
+        kind = spec.default(kinds) if spec.default is not None else merged[key][spec.key]
+        merged[key] = OmegaConf.structured(_section_type(spec, key, kind, "defaults"))
+        for source in sources:
+            given = spec.given(key, source)
+            if given is not None:  # checked here, naming its source, before a later section's default reads it
+                _section_type(spec, key, given, source.name)
+                kind = given
+        kinds[key] = kind
+    named = set()  # the sections whose kind a source has set; the starting kind carries nothing over
     for source in sources:
-        for key, lookup in polymorphic.items():
-            name = OmegaConf.select(source.values, f"{key}.name", default=None)
-            if name is not None and name != merged[key]["name"]:
-                new = _section_type(lookup, key, name, source.name)
-                merged[key] = _switched(merged[key] if key in named else None, new, name)
-            if name is not None:
+        for key, spec in specs.items():
+            given = spec.given(key, source)
+            if given is not None and given != merged[key][spec.key]:
+                new = _section_type(spec, key, given, source.name)
+                merged[key] = _switched(merged[key] if key in named else None, new, spec.key, given)
+            if given is not None:
                 named.add(key)
         try:
             merged = OmegaConf.merge(merged, source.values)
         except OmegaConfBaseException as error:
-            raise ConfigError(f"{source.name}: {error.full_key}: {_first_line(error)}") from None
+            message = _moved(error.full_key, moved) or _first_line(error)
+            raise ConfigError(f"{source.name}: {error.full_key}: {message}") from None
     names = ", ".join(s.name for s in sources) or "defaults"
     for field in fields(schema):  # validate section by section so an error names its section
         if is_dataclass(OmegaConf.get_type(merged, field.name)):
@@ -130,23 +176,30 @@ def compose(
     return _to_object(merged, names), merged
 
 
-def _section_type(lookup: Callable[[str], type], key: str, name: str, origin: str) -> type:
+def _section_type(spec: Polymorphic, key: str, kind: str, origin: str) -> type:
     try:
-        return lookup(name)
+        return spec.lookup(kind)
     except KeyError as error:
-        raise ConfigError(f"{origin}: {key}.name={name!r} is unknown; {error.args[0]}") from None
+        raise ConfigError(f"{origin}: {key}.{spec.key}={kind!r} is unknown; {error.args[0]}") from None
 
 
-def _switched(section: DictConfig | None, new: type, name: str) -> DictConfig:
-    """The section as it starts under the dataclass `new`, named `name`, after `section` as composed so far (None:
+def _switched(section: DictConfig | None, new: type, kind_key: str, kind: str) -> DictConfig:
+    """The section as it starts under the dataclass `new`, of kind `kind`, after `section` as composed so far (None:
     nothing composed)."""
     start = OmegaConf.structured(new)
     composed_over = getattr(new, "composed_over", None)
     values = composed_over(OmegaConf.get_type(section), section) if composed_over and section is not None else None
     if values is not None:
         start = OmegaConf.merge(start, values)
-    start["name"] = name
+    start[kind_key] = kind
     return start
+
+
+def _moved(full_key: str, moved: Mapping[str, str]) -> str | None:
+    for old, new in moved.items():
+        if full_key == old or full_key.startswith(old + "."):
+            return f"moved to {new}"
+    return None
 
 
 def _to_object(config: DictConfig, where: str) -> Any:

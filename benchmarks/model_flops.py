@@ -47,7 +47,7 @@ from common import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from augbench.augment.recipes import build_recipe
+from augbench.augment.kinds import build_views
 from augbench.augment.views import to_float
 from augbench.methods import build_method
 from augbench.models.backbones import build_backbone
@@ -86,7 +86,7 @@ def training_step(width: float, size: int, batch: int, precision: str, compiled:
     model = build_method(config.method, build_backbone(config.model)).to(memory_format=torch.channels_last)
     if compiled:
         compile_backbones(model)
-    recipe = build_recipe(config.augment, size)
+    recipe = build_views(config.augment, size)
     optimizer = build_optimizer(model, config.optim, batch)
     images = shapes_world_images(batch, size)
     generator = torch.Generator().manual_seed(0)

@@ -11,7 +11,7 @@ momentum 0.9, wd 5e-4; BYOL: LARS lr 1.0·B/256, wd 1e-5, BN and biases
 excluded).
 
 - augbench: the presets in configs/methods, built by `build_backbone`,
-  `build_method`, `build_recipe` and `augbench.optim.build_optimizer`;
+  `build_method`, `build_views` and `augbench.optim.build_optimizer`;
   per step, what `PretrainModule` does: the uint8 batch from a DataLoader over
   the ImageDataset, `to_float`, channels_last, both views augmented batched
   on the device, the method's loss, backward, optimiser step, EMA update.
@@ -51,7 +51,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from augbench.augment.recipes import build_recipe
+from augbench.augment.kinds import build_views
 from augbench.augment.views import to_float
 from augbench.data.dataset import ImageDataset
 from augbench.methods import build_method
@@ -75,7 +75,7 @@ def augbench_rate(method: str, images: torch.Tensor, batch: int, width: float, p
     size = images.shape[-1]
     config = augbench_config(method, size, batch, width)
     model = build_method(config.method, build_backbone(config.model)).to(memory_format=torch.channels_last)
-    recipe = build_recipe(config.augment, size)
+    recipe = build_views(config.augment, size)
     optimizer = build_optimizer(model, config.optim, batch)
     dataset = ImageDataset("shapes_world", "train", images, {"index": torch.arange(len(images))})
     batches = _forever(DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True))

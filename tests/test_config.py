@@ -1,6 +1,10 @@
-import pytest
+from dataclasses import dataclass, field
+from typing import Any
 
-from augbench.config import shipped_config
+import pytest
+from omegaconf import OmegaConf
+
+from augbench.config import Polymorphic, Source, compose, shipped_config
 from augbench.errors import ConfigError
 from augbench.train.pretrain import load_config
 
@@ -177,3 +181,55 @@ def test_a_run_stored_by_an_earlier_version_under_siamese_stays_readable_and_reu
     assert config_changes(stored["hai"], hai) == []
     with pytest.raises(ConfigError, match=r"method.name='siamese' is unknown"):
         load_config(stored["moco_v2"])  # a user's config, unlike a stored run, names the method anew
+
+
+@dataclass
+class _Circle:
+    shape: str = "circle"
+    radius: float = 1.0
+
+
+@dataclass
+class _Square:
+    shape: str = "square"
+    side: float = 1.0
+
+
+@dataclass
+class _Drawing:
+    pen: str = "thin"
+    figure: Any = field(default_factory=lambda: {"shape": "circle"})
+
+
+def _figure_type(shape: str) -> type:
+    if shape not in ("circle", "square"):
+        raise KeyError("known shapes: ['circle', 'square']")
+    return {"circle": _Circle, "square": _Square}[shape]
+
+
+def _implied_shape(section) -> str | None:
+    if section.get("corners") is not None:
+        raise ValueError("figure.corners is gone: set figure.shape=square")
+    return "square" if "side" in section else None
+
+
+def _drawing(*sources: dict, default=None):
+    spec = Polymorphic(_figure_type, key="shape", implied=_implied_shape, default=default)
+    return compose(_Drawing, [Source(f"file{i}", OmegaConf.create(s)) for i, s in enumerate(sources)],
+                   {"figure": spec}, moved={"radius": "figure.radius"})[0]
+
+
+def test_a_section_can_be_polymorphic_on_another_key_implied_by_its_settings_or_defaulted_by_a_function():
+    assert _drawing({"figure": {"shape": "square", "side": 2.0}}).figure == _Square(side=2.0)
+    assert _drawing({"figure": {"side": 3.0}}).figure == _Square(side=3.0)  # implied by `side`
+    assert _drawing({"figure": {"radius": 3.0}}).figure == _Circle(radius=3.0)  # the schema's default kind
+    assert _drawing({"pen": "wide"}, default=lambda kinds: "square").figure == _Square()
+    # A later source that switches the kind replaces the section; one that names none adds to the kind before it.
+    assert _drawing({"figure": {"radius": 3.0}}, {"figure": {"side": 2.0}}).figure == _Square(side=2.0)
+    assert _drawing({"figure": {"side": 2.0}}, {"figure": {"side": 4.0}}).figure == _Square(side=4.0)
+    with pytest.raises(ConfigError, match=r"file0: figure.shape='hexagon' is unknown; known shapes"):
+        _drawing({"figure": {"shape": "hexagon"}})
+    with pytest.raises(ConfigError, match=r"^file0: figure.corners is gone: set figure.shape=square$"):
+        _drawing({"figure": {"corners": 4}})
+    with pytest.raises(ConfigError, match=r"^file1: radius: moved to figure.radius$"):
+        _drawing({"pen": "wide"}, {"radius": 2.0})

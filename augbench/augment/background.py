@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from augbench.augment.ops import Op, Params, _bernoulli, _on, _uniform
+from augbench.augment.views import Pipeline, Recipe
 
 BACKGROUND_KINDS = ("remove", "swap")
 
@@ -59,3 +60,25 @@ class BackgroundAugmentation(Op):
             backdrop = painted_out[params["source"]]
         keep = foreground + (1 - foreground) * (~params["applied"]).to(images.dtype)[:, None, None, None]
         return colour * keep + backdrop * (1 - keep)
+
+
+def check_background(background: str, background_p: float) -> None:
+    """Refuse the `background` and `background_p` settings of a views config that make no sense."""
+    if background not in ("none", *BACKGROUND_KINDS):
+        raise ValueError(f"background={background!r}: expected one of {['none', *BACKGROUND_KINDS]}")
+    if not 0 <= background_p <= 1:
+        raise ValueError(f"background_p={background_p}: a probability lies in [0, 1]")
+
+
+def with_background(recipe: Recipe, background: str, background_p: float) -> Recipe:
+    """`recipe` with the background op first in each of its pipelines (a pipeline several views share stays
+    shared); its views then take images with the foreground mask as a fourth channel (`needs_foreground`).
+    `background: none` leaves it as it is."""
+    if background == "none":
+        return recipe
+    op = BackgroundAugmentation(background, background_p)
+    rebuilt = {id(p): Pipeline([op, *p.ops]) for p in recipe.pipelines}
+    recipe.pipelines = [rebuilt[id(p)] for p in recipe.pipelines]
+    recipe.needs_foreground = True
+    return recipe
+

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,37 @@ def hai_views(
         pipeline = stage_pipeline(ops, assignment, stage, strength)
         pipelines += [pipeline, pipeline]
     return Recipe("hai", pipelines)
+
+
+@dataclass
+class HierarchicalConfig:
+    """`augment.views: hierarchical`, for HAI: one pair of views per stage the method taps (`method.stages`).
+    `assignment` maps each augmentation (AUGMENTATIONS) to the shallowest stage whose pair applies it (null: to
+    none); `crop_scale` is the crop's area range; `hierarchical_strength` weakens each stage's augmentations by its
+    depth, the paper's "hierarchical strength" ablation; `crop_size` as for two views (null: the dataset's image
+    size)."""
+
+    views: str = "hierarchical"
+    crop_size: int | None = None
+    assignment: dict[str, int | None] = field(default_factory=lambda: dict(DEFAULT_ASSIGNMENT))
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    hierarchical_strength: HierarchicalStrength = field(default_factory=HierarchicalStrength)
+
+    def __post_init__(self):
+        self.crop_scale = tuple(float(v) for v in self.crop_scale)
+        for augmentation, stage in self.assignment.items():
+            if augmentation not in AUGMENTATIONS:
+                raise ValueError(f"assignment.{augmentation}: unknown augmentation; known: {list(AUGMENTATIONS)}")
+            if stage is not None and not 1 <= stage <= DEEPEST_STAGE:
+                raise ValueError(f"assignment.{augmentation}={stage}: stages are 1 to {DEEPEST_STAGE} (null: none)")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale={list(self.crop_scale)}: need 0 < min ≤ max ≤ 1")
+
+    def build(self, image_size: int, method: Any = None) -> Recipe:
+        """Pairs for the stages `method.stages` taps (every stage without a method)."""
+        stages = getattr(method, "stages", range(1, DEEPEST_STAGE + 1))
+        return hai_views(self.crop_size or image_size, self.assignment, stages, self.crop_scale,
+                         self.hierarchical_strength)
 
 
 def _flag(key: str) -> Callable[[Params], Tensor]:

@@ -22,11 +22,14 @@ Atomic augmentations (ATOMIC_AUGMENTATIONS):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from augbench.augment.background import check_background, with_background
 from augbench.augment.ops import ColorJitter, GaussianBlur, Grayscale, HorizontalFlip, Op, RandomResizedCrop, Rotate90
 from augbench.augment.texture import Texture
 from augbench.augment.views import Pipeline, Recipe, View
@@ -88,10 +91,51 @@ def looc_aug_pair(size: int, augmentations: list[str], blur: bool = True) -> Rec
     return Recipe("looc_aug_pair" if blur else "looc_aug_pair_32", [pipeline, pipeline])
 
 
-# Recipes built from `augment.augmentations`; the `_32` variants drop blur, as the other small-image recipes do.
-LOOC_RECIPES: dict[str, Callable[[int, list[str]], Recipe]] = {
+# The `_32` variants drop blur, as the other small-image recipes do.
+LEAVE_ONE_OUT_RECIPES: dict[str, Callable[[int, list[str]], Recipe]] = {
     "looc": looc,
     "looc_32": lambda size, augmentations: looc(size, augmentations, blur=False),
+}
+# Two-view recipes (`augment.views: two_view`) over the same augmentations.
+LOOC_AUG_PAIR_RECIPES: dict[str, Callable[[int, list[str]], Recipe]] = {
     "looc_aug_pair": looc_aug_pair,
     "looc_aug_pair_32": lambda size, augmentations: looc_aug_pair(size, augmentations, blur=False),
 }
+
+
+def check_augmentations(augmentations: Sequence[str], recipe: str) -> None:
+    """Refuse a list of atomic augmentations that is empty, names one twice or names one augbench lacks."""
+    unknown = [name for name in augmentations if name not in ATOMIC_AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"augmentations={list(augmentations)}: {unknown} unknown; known: "
+                         f"{sorted(ATOMIC_AUGMENTATIONS)}")
+    if len(set(augmentations)) != len(augmentations):
+        raise ValueError(f"augmentations={list(augmentations)}: each augmentation may appear once")
+    if not augmentations:
+        raise ValueError(f"augmentations=[]: recipe {recipe!r} needs at least one of {sorted(ATOMIC_AUGMENTATIONS)}")
+
+
+@dataclass
+class LeaveOneOutConfig:
+    """`augment.views: leave_one_out`, for LooC: a query and n + 1 keys from `recipe` (LEAVE_ONE_OUT_RECIPES) over
+    the n atomic `augmentations` (ATOMIC_AUGMENTATIONS), at `crop_size` px (null: the dataset's image size). LooC
+    embeds one space per augmentation, in this order. `background` and `background_p` as for two views
+    (`augbench.augment.recipes.TwoViewConfig`)."""
+
+    views: str = "leave_one_out"
+    recipe: str = "looc_32"
+    crop_size: int | None = None
+    augmentations: list[str] = field(default_factory=lambda: ["color", "rotation", "texture"])
+    background: str = "none"
+    background_p: float = 0.5
+
+    def __post_init__(self):
+        if self.recipe not in LEAVE_ONE_OUT_RECIPES:
+            raise ValueError(f"recipe={self.recipe!r} makes no leave-one-out views; known: "
+                             f"{sorted(LEAVE_ONE_OUT_RECIPES)}")
+        check_augmentations(self.augmentations, self.recipe)
+        check_background(self.background, self.background_p)
+
+    def build(self, image_size: int, method: Any = None) -> Recipe:
+        recipe = LEAVE_ONE_OUT_RECIPES[self.recipe](self.crop_size or image_size, list(self.augmentations))
+        return with_background(recipe, self.background, self.background_p)

@@ -1,4 +1,4 @@
-"""View recipes of the methods' papers, each with a 32-px variant.
+"""Two-view recipes of the methods' papers, each with a 32-px variant, and `augment.views: two_view`.
 
 The `_32` variants drop Gaussian blur, as small-image ports of these methods
 do (a blur kernel of 10 % of a 32-px image smears most of the object).
@@ -10,23 +10,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from augbench.augment.background import BACKGROUND_KINDS, BackgroundAugmentation
-from augbench.augment.looc import ATOMIC_AUGMENTATIONS, LOOC_RECIPES
+from augbench.augment.background import check_background, with_background
+from augbench.augment.looc import LEAVE_ONE_OUT_RECIPES, LOOC_AUG_PAIR_RECIPES, check_augmentations
 from augbench.augment.ops import ColorJitter, GaussianBlur, Grayscale, HorizontalFlip, RandomResizedCrop, Solarize
 from augbench.augment.views import Pipeline, Recipe
-from augbench.errors import ConfigError
 
 
 @dataclass
-class AugmentConfig:
-    """`recipe` names one of RECIPES, or `method` for views the method config describes (HAI's per-stage pairs,
-    SwAV's multi-crop); `crop_size` defaults to the dataset's image size. `augmentations` lists the atomic
-    augmentations (ATOMIC_AUGMENTATIONS) of the recipes of LOOC_RECIPES, which need at least one.
+class TwoViewConfig:
+    """`augment.views: two_view`, for the two-branch methods: two views of each image from `recipe`, one of
+    RECIPES or LOOC_AUG_PAIR_RECIPES, at `crop_size` px (null: the dataset's image size). `augmentations` lists
+    the atomic augmentations (augment/looc.py ATOMIC_AUGMENTATIONS) of the `looc_aug_pair` recipes, LooC's MoCo v2
+    baseline, which need at least one; the other recipes take none.
 
     `background` (`none`, `remove` or `swap`, see `augbench.augment.background`) replaces each view's
     background with probability `background_p` before the recipe's ops, where the dataset has foreground masks.
     """
 
+    views: str = "two_view"
     recipe: str = "moco_v2_32"
     crop_size: int | None = None
     augmentations: list[str] = field(default_factory=list)
@@ -34,28 +35,25 @@ class AugmentConfig:
     background_p: float = 0.5
 
     def __post_init__(self):
-        known = sorted(RECIPES) + sorted(LOOC_RECIPES) + [METHOD_RECIPE]
+        if self.recipe in LEAVE_ONE_OUT_RECIPES:
+            raise ValueError(f"recipe={self.recipe!r} makes leave-one-out views, not two: set views: leave_one_out")
+        known = sorted(RECIPES) + sorted(LOOC_AUG_PAIR_RECIPES)
         if self.recipe not in known:
             raise ValueError(f"recipe={self.recipe!r} is unknown; known: {known}")
-        unknown = [name for name in self.augmentations if name not in ATOMIC_AUGMENTATIONS]
-        if unknown:
-            raise ValueError(f"augmentations={list(self.augmentations)}: {unknown} unknown; "
-                             f"known: {sorted(ATOMIC_AUGMENTATIONS)}")
-        if len(set(self.augmentations)) != len(self.augmentations):
-            raise ValueError(f"augmentations={list(self.augmentations)}: each augmentation may appear once")
-        if self.recipe in LOOC_RECIPES and not self.augmentations:
-            raise ValueError(f"augmentations=[]: recipe {self.recipe!r} needs at least one of "
-                             f"{sorted(ATOMIC_AUGMENTATIONS)}")
-        if self.background not in ("none", *BACKGROUND_KINDS):
-            raise ValueError(f"background={self.background!r}: expected one of {['none', *BACKGROUND_KINDS]}")
-        if not 0 <= self.background_p <= 1:
-            raise ValueError(f"background_p={self.background_p}: a probability lies in [0, 1]")
-        if self.background != "none" and self.recipe == METHOD_RECIPE:
-            raise ValueError(f"background={self.background!r}: the method's own views ({METHOD_RECIPE!r}) take no "
-                             "background op; choose a recipe of " + str(sorted(RECIPES) + sorted(LOOC_RECIPES)))
-        if self.augmentations and self.recipe not in LOOC_RECIPES:
-            raise ValueError(f"augmentations={list(self.augmentations)}: only the recipes {sorted(LOOC_RECIPES)} "
-                             f"take a list of augmentations, not {self.recipe!r}")
+        if self.recipe in LOOC_AUG_PAIR_RECIPES:
+            check_augmentations(self.augmentations, self.recipe)
+        elif self.augmentations:
+            raise ValueError(f"augmentations={list(self.augmentations)}: only the recipes "
+                             f"{sorted(LOOC_AUG_PAIR_RECIPES)} take a list of augmentations, not {self.recipe!r}")
+        check_background(self.background, self.background_p)
+
+    def build(self, image_size: int, method: Any = None) -> Recipe:
+        size = self.crop_size or image_size
+        if self.recipe in LOOC_AUG_PAIR_RECIPES:
+            recipe = LOOC_AUG_PAIR_RECIPES[self.recipe](size, list(self.augmentations))
+        else:
+            recipe = RECIPES[self.recipe](size)
+        return with_background(recipe, self.background, self.background_p)
 
 
 def moco_v2(size: int, blur: bool = True) -> Recipe:
@@ -106,31 +104,3 @@ RECIPES: dict[str, Callable[[int], Recipe]] = {
     "simclr_32": lambda size: simclr(size, blur=False),
 }
 
-
-METHOD_RECIPE = "method"
-
-
-def build_recipe(config: AugmentConfig, image_size: int, method: Any = None) -> Recipe:
-    """The recipe `config` names; `augment.recipe: method` asks the method config's `views(image_size)` for it."""
-    size = config.crop_size or image_size
-    if config.recipe in LOOC_RECIPES:
-        return _with_background(LOOC_RECIPES[config.recipe](size, list(config.augmentations)), config)
-    if config.recipe != METHOD_RECIPE:
-        return _with_background(RECIPES[config.recipe](size), config)
-    if not hasattr(method, "views"):
-        name = getattr(method, "name", None)
-        raise ConfigError(f"augment.recipe={METHOD_RECIPE!r}: method {name!r} describes no views of its own; "
-                          f"choose one of {sorted(RECIPES)}")
-    return method.views(size)
-
-
-def _with_background(recipe: Recipe, config: AugmentConfig) -> Recipe:
-    """`recipe` with the background op first in each of its pipelines (a pipeline several views share stays
-    shared); its views then take images with the foreground mask as a fourth channel (`needs_foreground`)."""
-    if config.background == "none":
-        return recipe
-    op = BackgroundAugmentation(config.background, config.background_p)
-    rebuilt = {id(p): Pipeline([op, *p.ops]) for p in recipe.pipelines}
-    recipe.pipelines = [rebuilt[id(p)] for p in recipe.pipelines]
-    recipe.needs_foreground = True
-    return recipe

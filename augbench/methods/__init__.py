@@ -52,8 +52,25 @@ def stored_method_name(name: str) -> str:
     return RENAMED.get(name, name)
 
 
-def build_method(config, backbone: nn.Module) -> Method:
-    return METHODS[config.name][1](backbone, config)
+def views_kind(name: str) -> str:
+    """The kind of views (`augment.views`) the method `name` trains on."""
+    return METHODS[name][1].views_kind
 
 
-__all__ = ["METHODS", "Method", "build_method", "method_config_type", "stored_method_name"]
+def check_views(config, views) -> None:
+    """Refuse an `augment` section the method of `config` cannot train on: another kind of views, or views its
+    config contradicts (the method config's `check_views`)."""
+    needed = views_kind(config.name)
+    if views.views != needed:
+        raise ValueError(f"method.name={config.name} trains on augment.views={needed}, not {views.views}")
+    if hasattr(config, "check_views"):
+        config.check_views(views)
+
+
+def build_method(config, backbone: nn.Module, views=None) -> Method:
+    """The method of `config` over `backbone`; `views` is the `augment` section, which LooC reads."""
+    return METHODS[config.name][1].build(backbone, config, views)
+
+
+__all__ = ["METHODS", "Method", "build_method", "check_views", "method_config_type", "stored_method_name",
+           "views_kind"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -24,12 +26,21 @@ class Method(nn.Module):
     in [0, 1] the fraction of training done.
     `encoder()` is the module downstream tasks read: images in [0, 1] (B, 3,
     H, W) → features (B, D).
+
+    `views_kind` is the kind of views it trains on (`augment.views`, see
+    `augbench.augment.kinds`); `build` makes it from its config and that
+    views config, of which most methods read nothing.
     """
 
     backbone: nn.Module
     # The dataset label a supervised method learns: the trainer then calls `forward(views, targets)` with the
     # batch's labels (B,) and, once the data is loaded, `set_num_classes`. None for self-supervised methods.
     label: str | None = None
+    views_kind: ClassVar[str] = "two_view"
+
+    @classmethod
+    def build(cls, backbone: nn.Module, config: Any, views: Any) -> Method:
+        return cls(backbone, config)
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -4,9 +4,10 @@ Zhang & Ma, "Rethinking the Augmentation Module in Contrastive Learning:
 Learning Hierarchical Augmentation Invariance with Expanded Views" (CVPR 2022;
 official code zhangjb416/Hierarchical-Augmentation, SimSiam only).
 
-Each tapped stage s has its own pair of views (augment/hai.py: the pair of
-stage s applies only the augmentations assigned to stages ≤ s), its own head
-(models/taps.py), projector, predictor and, for MoCo-style bases, queue:
+Each tapped stage s has its own pair of views (`augment.views: hierarchical`,
+augment/hai.py: the pair of stage s applies only the augmentations assigned
+to stages ≤ s), its own head (models/taps.py), projector, predictor and, for
+MoCo-style bases, queue:
 
     z = projector_s([head_s(backbone_≤s(view)) ; embed_s(a(view))])
 
@@ -36,16 +37,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from augbench.augment.hai import (
-    AUGMENTATIONS,
-    DEFAULT_ASSIGNMENT,
-    EMBEDDED_PARAMS,
-    HierarchicalStrength,
-    augmentation_vector,
-    hai_views,
-    vector_width,
-)
-from augbench.augment.views import Recipe, View
+from augbench.augment.hai import EMBEDDED_PARAMS, HierarchicalConfig, augmentation_vector, vector_width
+from augbench.augment.views import View
 from augbench.methods.base import Method, embedding_spread
 from augbench.methods.momentum import cosine_momentum, ema_update
 from augbench.methods.queue import Queue
@@ -73,33 +66,20 @@ class ExpandedViewsConfig:
 
 @dataclass
 class HAIConfig:
-    """`assignment` maps each augmentation to the shallowest stage whose pair applies it (null: to none);
-    `stages` lists the taps; `crop_scale` is the crop's area range; `hierarchical_strength` weakens each stage's
-    augmentations by its depth (augment/hai.py `HierarchicalStrength`), the paper's "hierarchical strength"
-    ablation."""
+    """`stages` lists the taps, each with its pair of views (`augment.views: hierarchical`, whose `assignment` gives
+    each augmentation the shallowest stage whose pair applies it), head, projector and loss, weighted by
+    `loss_weights`."""
 
     name: str = "hai"
     stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    assignment: dict[str, int | None] = field(default_factory=lambda: dict(DEFAULT_ASSIGNMENT))
-    crop_scale: tuple[float, float] = (0.2, 1.0)
     loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
-    hierarchical_strength: HierarchicalStrength = field(default_factory=HierarchicalStrength)
     embedding: ExpandedViewsConfig = field(default_factory=ExpandedViewsConfig)
     base_method: TwoBranchConfig = field(default_factory=TwoBranchConfig)
 
     def __post_init__(self):
-        self.crop_scale = tuple(float(v) for v in self.crop_scale)
         valid = list(range(1, NUM_STAGES + 1))
         if not self.stages or sorted(set(self.stages)) != list(self.stages) or not set(self.stages) <= set(valid):
             raise ValueError(f"stages={self.stages}: expected distinct stages in increasing order from {valid}")
-        for augmentation, stage in self.assignment.items():
-            if augmentation not in AUGMENTATIONS:
-                raise ValueError(f"assignment.{augmentation}: unknown augmentation; known: {list(AUGMENTATIONS)}")
-            if stage is not None and stage not in self.stages:
-                raise ValueError(f"assignment.{augmentation}={stage}: names stage {stage}, which has no tap; "
-                                 f"stages={self.stages}")
-        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ValueError(f"crop_scale={list(self.crop_scale)}: need 0 < min ≤ max ≤ 1")
         if len(self.loss_weights) != len(self.stages):
             raise ValueError(f"loss_weights={self.loss_weights}: expected one weight per stage of {self.stages}")
         if self.base_method.shuffle_bn > 1:
@@ -120,8 +100,16 @@ class HAIConfig:
             return {"base_method": OmegaConf.to_object(values).two_branch()}
         return None
 
-    def views(self, image_size: int) -> Recipe:
-        return hai_views(image_size, self.assignment, self.stages, self.crop_scale, self.hierarchical_strength)
+    @property
+    def runs_backbone_by_stage(self) -> str:
+        """The setting under which the method reads the backbone's stages rather than calling its forward."""
+        return "method.name=hai"
+
+    def check_views(self, views: HierarchicalConfig) -> None:
+        for augmentation, stage in views.assignment.items():
+            if stage is not None and stage not in self.stages:
+                raise ValueError(f"augment.assignment.{augmentation}={stage}: names stage {stage}, which has no tap; "
+                                 f"method.stages={self.stages}")
 
 
 class StageBranch(nn.Module):
@@ -142,6 +130,8 @@ class StageBranch(nn.Module):
 
 
 class HAIMethod(Method):
+    views_kind = "hierarchical"
+
     def __init__(self, backbone: nn.Module, config: HAIConfig):
         super().__init__()
         self.config = config
@@ -174,7 +164,7 @@ class HAIMethod(Method):
         stages = self.config.stages
         if len(views) != 2 * len(stages):
             raise ValueError(f"HAI takes 2 views per stage of {stages} ({2 * len(stages)}), got {len(views)}; "
-                             "set augment.recipe=method")
+                             "set augment.views=hierarchical")
         total, logs, similarities, spreads = 0.0, {}, [], []
         for index, (stage, weight) in enumerate(zip(stages, self.config.loss_weights)):
             stage_loss, similarity, spread, features = self._stage_loss(index, stage, views[2 * index : 2 * index + 2])

@@ -2,8 +2,10 @@
 
 Xiao, Wang, Efros & Darrell, "What Should Not Be Contrastive in Contrastive
 Learning" (ICLR 2021). Built on MoCo v2. The views come from
-augbench.augment.looc's leave-one-out recipe: a query q and keys k0, k1, …,
-kn, where ki shares exactly augmentation i's parameters with q.
+augbench.augment.looc's leave-one-out recipe (`augment.views: leave_one_out`):
+a query q and keys k0, k1, …, kn, where ki shares exactly augmentation i's
+parameters with q. The method reads its n augmentations, one embedding space
+each, from that views config.
 
 A shared backbone gives the representation V; n + 1 heads (MoCo v2's
 projector, one per space) embed it into Z0, Z1, …, Zn. Keys go through the
@@ -40,13 +42,14 @@ receives ki's Zi embedding: each queue holds the positives of its space.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from augbench.augment.looc import ATOMIC_AUGMENTATIONS
+from augbench.augment.looc import LeaveOneOutConfig
 from augbench.augment.views import View
 from augbench.errors import ConfigError
 from augbench.methods.base import Method, embedding_spread
@@ -64,11 +67,9 @@ Z0_POSITIVES = ("k0", "all")
 
 @dataclass
 class LooCConfig:
-    """LooC's switches. `augmentations` names the n spaces Z1..Zn, in the order of the recipe's keys k1..kn;
-    presets set it to `${augment.augmentations}` so the recipe and the heads cannot disagree."""
+    """LooC's switches; its spaces Z1..Zn are those of `augment.augmentations`, in the order of the keys k1..kn."""
 
     name: str = "looc"
-    augmentations: list[str] = field(default_factory=lambda: ["color", "rotation", "texture"])
     representation: str = "backbone"
     queue_size: int = 4096
     queue_init: str = "random"
@@ -80,10 +81,6 @@ class LooCConfig:
     momentum: MomentumConfig = field(default_factory=MomentumConfig)
 
     def __post_init__(self):
-        unknown = [name for name in self.augmentations if name not in ATOMIC_AUGMENTATIONS]
-        if not self.augmentations or unknown or len(set(self.augmentations)) != len(self.augmentations):
-            raise ValueError(f"augmentations={list(self.augmentations)}: expected at least one distinct name from "
-                             f"{sorted(ATOMIC_AUGMENTATIONS)}")
         for key, allowed in (("representation", REPRESENTATIONS), ("reduction", REDUCTIONS),
                              ("z0_positives", Z0_POSITIVES)):
             if getattr(self, key) not in allowed:
@@ -100,8 +97,9 @@ class LooCConfig:
             raise ValueError("momentum.enabled=false: LooC's keys come from a momentum encoder")
 
     @property
-    def num_spaces(self) -> int:
-        return len(self.augmentations) + 1
+    def runs_backbone_by_stage(self) -> str | None:
+        """The setting under which the method reads the backbone's stages rather than calling its forward, if any."""
+        return "method.representation=looc++" if self.representation == "looc++" else None
 
 
 def space_masks(num_spaces: int, space: int, z0_positives: str = "k0") -> tuple[Tensor, Tensor]:
@@ -150,13 +148,20 @@ class _SharedFeatures(nn.Module):
 
 
 class LooCMethod(Method):
-    def __init__(self, backbone: nn.Module, config: LooCConfig):
+    """`augmentations`: the n atomic augmentations of the views, one embedding space each after Z0's."""
+
+    views_kind = "leave_one_out"
+
+    def __init__(self, backbone: nn.Module, config: LooCConfig, augmentations: Sequence[str]):
         super().__init__()
-        self.config = config
+        if not augmentations:
+            raise ValueError("augmentations=[]: LooC needs at least one augmentation, an embedding space each")
+        self.config, self.augmentations = config, list(augmentations)
+        self.num_spaces = len(self.augmentations) + 1
         # Shuffle BN as MoCo v2's (augbench/methods/shuffle_bn.py), before LooC++ copies the last stage.
         self.shuffle_bn = ShuffleBN(config.shuffle_bn)
         self.backbone = self.shuffle_bn.convert(backbone)
-        spaces = config.num_spaces
+        spaces = self.num_spaces
         trunk = LooCPlusPlusEncoder if config.representation == "looc++" else _SharedFeatures
         self.trunk = trunk(backbone, spaces)
         self.heads = self.shuffle_bn.convert(
@@ -166,11 +171,18 @@ class LooCMethod(Method):
         self.queues = nn.ModuleList(Queue(config.queue_size, self.heads[0].out_dim, config.queue_init)
                                     for _ in range(spaces))
 
+    @classmethod
+    def build(cls, backbone: nn.Module, config: LooCConfig, views: LeaveOneOutConfig | None) -> LooCMethod:
+        if views is None:
+            raise ValueError("LooC reads its embedding spaces from the leave-one-out views config (the augment "
+                             "section): build it with that config")
+        return cls(backbone, config, views.augmentations)
+
     def forward(self, views: list[View]) -> dict[str, Tensor]:
-        spaces = self.config.num_spaces
+        spaces = self.num_spaces
         if len(views) != spaces + 1:
-            raise ConfigError(f"LooC with augmentations {self.config.augmentations} takes a query and {spaces} "
-                              f"keys, got {len(views)} views; set augment.recipe to looc or looc_32 with the same "
+            raise ConfigError(f"LooC with augmentations {self.augmentations} takes a query and {spaces} keys, got "
+                              f"{len(views)} views; set augment.views=leave_one_out with the same "
                               "augment.augmentations")
         query_features = self.trunk.space_features(views[0].images)
         queries = [head(v) for head, v in zip(self.heads, query_features)]  # n + 1 × (B, D)

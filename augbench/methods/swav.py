@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from augbench.augment.multicrop import multicrop
-from augbench.augment.views import Recipe, View
+from augbench.augment.multicrop import MultiCropConfig
+from augbench.augment.views import View
 from augbench.methods.base import Method
 from augbench.methods.distributed import gather_no_grad, rank
 from augbench.methods.queue import Queue
@@ -65,19 +65,14 @@ def swapped_prediction(codes: Tensor, scores: list[Tensor], temperature: float =
 
 @dataclass
 class SwAVConfig:
-    """Multi-crop as SwAV's flags (nmb_crops, size_crops, min/max_scale_crops); `queue_size` 0 means no queue."""
+    """SwAV's switches; its multi-crop views are `augment.views: multi_crop` (augment/multicrop.py).
+    `crops_for_assign` indexes those crops; `queue_size` 0 means no queue."""
 
     name: str = "swav"
     num_prototypes: int = 128
     temperature: float = 0.1
     epsilon: float = 0.05
     sinkhorn_iterations: int = 3
-    num_crops: list[int] = field(default_factory=lambda: [2, 4])
-    crop_sizes: list[int] = field(default_factory=lambda: [32, 16])
-    min_scale: list[float] = field(default_factory=lambda: [0.14, 0.05])
-    max_scale: list[float] = field(default_factory=lambda: [1.0, 0.14])
-    color_strength: float = 0.5
-    blur: bool = False
     crops_for_assign: list[int] = field(default_factory=lambda: [0, 1])
     queue_size: int = 0
     queue_start_epochs: float = 15.0
@@ -87,24 +82,10 @@ class SwAVConfig:
     )
 
     def __post_init__(self):
-        groups = {"crop_sizes": self.crop_sizes, "min_scale": self.min_scale, "max_scale": self.max_scale}
-        for key, values in groups.items():
-            if len(values) != len(self.num_crops):
-                raise ValueError(f"{key}={values}: expected one entry per crop group of num_crops={self.num_crops}")
-        total = sum(self.num_crops)
-        if min(self.num_crops, default=0) < 1 or total < 2:
-            raise ValueError(f"num_crops={self.num_crops}: each group needs a crop and SwAV at least 2 crops")
-        if min(self.crop_sizes) < 1:
-            raise ValueError(f"crop_sizes={self.crop_sizes}: sizes must be positive")
-        for low, high in zip(self.min_scale, self.max_scale):
-            if not 0 < low <= high <= 1:
-                raise ValueError(f"min_scale={self.min_scale}, max_scale={self.max_scale}: need 0 < min ≤ max ≤ 1")
-        beyond = [crop for crop in self.crops_for_assign if not 0 <= crop < total]
-        if not self.crops_for_assign or beyond or len(set(self.crops_for_assign)) != len(self.crops_for_assign):
-            raise ValueError(
-                f"crops_for_assign={self.crops_for_assign}: must name distinct crops among the {total} crops of "
-                f"num_crops={self.num_crops} (indices 0..{total - 1})"
-            )
+        distinct = len(set(self.crops_for_assign)) == len(self.crops_for_assign)
+        if not self.crops_for_assign or min(self.crops_for_assign) < 0 or not distinct:
+            raise ValueError(f"crops_for_assign={self.crops_for_assign}: must name distinct crops, by their indices "
+                             "from 0")
         for key in ("num_prototypes", "sinkhorn_iterations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)}: must be at least 1")
@@ -115,13 +96,16 @@ class SwAVConfig:
             if getattr(self, key) < 0:
                 raise ValueError(f"{key}={getattr(self, key)}: must not be negative")
 
-    def views(self, image_size: int) -> Recipe:
-        """Multi-crop at the absolute `crop_sizes` (SwAV's convention); `image_size` does not rescale them."""
-        return multicrop(self.num_crops, self.crop_sizes, self.min_scale, self.max_scale, self.color_strength,
-                         self.blur)
+    def check_views(self, views: MultiCropConfig) -> None:
+        total = sum(views.num_crops)
+        if max(self.crops_for_assign) >= total:
+            raise ValueError(f"method.crops_for_assign={self.crops_for_assign}: must name crops among the {total} "
+                             f"crops of augment.num_crops={views.num_crops} (indices 0..{total - 1})")
 
 
 class SwAVMethod(Method):
+    views_kind = "multi_crop"
+
     def __init__(self, backbone: nn.Module, config: SwAVConfig):
         super().__init__()
         self.config = config
@@ -146,10 +130,10 @@ class SwAVMethod(Method):
         return int(self.step) < epochs * self.steps_per_epoch
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
-        total = sum(self.config.num_crops)
-        if len(views) != total:
-            raise ValueError(f"SwAV takes num_crops={self.config.num_crops} ({total}) views, got {len(views)}; "
-                             "set augment.recipe=method")
+        total = len(views)
+        if total < 2 or max(self.config.crops_for_assign) >= total:
+            raise ValueError(f"SwAV assigns codes to crops {self.config.crops_for_assign} and predicts them from the "
+                             f"others, got {total} views; set augment.views=multi_crop")
         embeddings, features = self._embed(views)  # (B, D) per crop, unit norm; the first crop's backbone features
         weight = self.prototypes.weight  # (K, D)
         frozen = self._before_epochs(self.config.freeze_prototypes_epochs)

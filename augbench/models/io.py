@@ -219,7 +219,8 @@ def _read_lightning_checkpoint(path: Path) -> tuple[BackboneConfig, dict[str, to
     method = run_config.get("method", {})
     layout, prefix = {"representation": "backbone"}, BACKBONE_PREFIX
     if method.get("representation") == "looc++":
-        layout = {"representation": "looc++", "spaces": str(len(method["augmentations"]) + 1)}
+        # Z0 and a space per augmentation of the views (runs of earlier versions hold the same list there too).
+        layout = {"representation": "looc++", "spaces": str(len(run_config["augment"]["augmentations"]) + 1)}
         prefix = LOOC_PLUS_PLUS_PREFIX
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     if not state:

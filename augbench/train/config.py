@@ -17,13 +17,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from augbench.augment.looc import LOOC_RECIPES
-from augbench.augment.recipes import AugmentConfig
-from augbench.config import ConfigError, changed_keys, compose, read_sources, to_yaml
+from augbench.augment.kinds import implied_kind, views_config_type
+from augbench.config import ConfigError, Polymorphic, changed_keys, compose, read_sources, to_yaml
 from augbench.data import DATASETS, dataset_config_type
-from augbench.methods import method_config_type, stored_method_name
+from augbench.methods import check_views, method_config_type, stored_method_name, views_kind
 from augbench.methods.hai import HAIConfig
-from augbench.methods.looc import LooCConfig
 from augbench.methods.two_branch import TwoBranchConfig
 from augbench.models.backbones import BackboneConfig
 from augbench.models.taps import NUM_STAGES
@@ -161,7 +159,7 @@ class PretrainConfig:
     seed: int = 0
     output_dir: str = "runs"
     data: Any = field(default_factory=lambda: {"name": "shapes_world"})
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: Any = field(default_factory=lambda: {"views": "two_view"})
     model: BackboneConfig = field(default_factory=BackboneConfig)
     method: Any = field(default_factory=lambda: {"name": "two_branch"})
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -184,40 +182,22 @@ class PretrainConfig:
         if self.monitor.online_linear and isinstance(self.method, HAIConfig) and self.method.stages[-1] != NUM_STAGES:
             raise ValueError(f"monitor.online_linear=true reads the encoder's features, which HAI computes only with "
                              f"stage {NUM_STAGES} tapped; method.stages={list(self.method.stages)}")
-        if self.augment.background != "none" and "foreground" not in known:
-            raise ValueError(f"augment.background={self.augment.background!r} replaces each view's background, "
+        check_views(self.method, self.augment)
+        background = getattr(self.augment, "background", "none")
+        if background != "none" and "foreground" not in known:
+            raise ValueError(f"augment.background={background!r} replaces each view's background, "
                              f"which needs the dataset's object masks; {self.data.name} has none (shapes_world has)")
         if self.trainer.sync_batchnorm and getattr(self.method, "shuffle_bn", 0) > 1:
             raise ValueError(f"trainer.sync_batchnorm=true makes BatchNorm statistics global, which undoes "
                              f"method.shuffle_bn={self.method.shuffle_bn}; choose one (MoCo v2+ and BYOL use SyncBN)")
-        stagewise = _runs_backbone_by_stage(self.method)
+        stagewise = getattr(self.method, "runs_backbone_by_stage", None)
         if self.trainer.compile_model and stagewise:
             raise ValueError(f"trainer.compile_model=true compiles the backbone's forward, which {stagewise} never "
                              "calls: it runs the backbone stage by stage; set trainer.compile_model=false")
-        # LooC's heads (one embedding space per augmentation) and its recipe's keys (one per augmentation) are
-        # built from two lists.
-        if not isinstance(self.method, LooCConfig):
-            return
-        if self.augment.recipe not in LOOC_RECIPES:
-            raise ValueError(f"method.name=looc needs a leave-one-out recipe, augment.recipe one of "
-                             f"{sorted(LOOC_RECIPES)}, not {self.augment.recipe!r}")
-        if list(self.method.augmentations) != list(self.augment.augmentations):
-            raise ValueError(f"method.augmentations={list(self.method.augmentations)} and augment.augmentations="
-                             f"{list(self.augment.augmentations)} differ: LooC embeds one space per key of its recipe, "
-                             "in order; set method.augmentations to ${augment.augmentations}, as the presets do")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
-
-
-def _runs_backbone_by_stage(method) -> str | None:
-    """The setting under which `method` reads the backbone's stages rather than calling its forward, if any."""
-    if isinstance(method, HAIConfig):
-        return "method.name=hai"
-    if isinstance(method, LooCConfig) and method.representation == "looc++":
-        return "method.representation=looc++"
-    return None
 
 
 def check_runnable(config: PretrainConfig) -> None:
@@ -238,12 +218,29 @@ def check_runnable(config: PretrainConfig) -> None:
         raise ConfigError("trainer.accelerator=mps: this machine has no Apple GPU (MPS); accepted here: auto, cpu")
 
 
+# The sections whose dataclass depends on a kind: `augment` (after `method`) is the kind of views the method trains
+# on unless a source names a kind or a recipe.
+SECTIONS = {
+    "data": Polymorphic(dataset_config_type),
+    "method": Polymorphic(method_config_type),
+    "augment": Polymorphic(views_config_type, key="views", implied=implied_kind,
+                           default=lambda kinds: views_kind(kinds["method"])),
+}
+# Settings that moved from `method` to the `augment` section.
+MOVED_KEYS = {
+    **{f"method.{key}": f"augment.{key} (augment.views=hierarchical)"
+       for key in ("assignment", "crop_scale", "hierarchical_strength")},
+    **{f"method.{key}": f"augment.{key} (augment.views=multi_crop)"
+       for key in ("num_crops", "crop_sizes", "min_scale", "max_scale", "color_strength", "blur")},
+    "method.augmentations": "augment.augmentations (augment.views=leave_one_out), which LooC reads",
+}
+
+
 def load_config(
     paths: str | Path | Sequence[str | Path] = (), overrides: Sequence[str] = ()
 ) -> tuple[PretrainConfig, DictConfig]:
     """Compose a pretraining config from YAML files (each with its `base:` files) and dot-list overrides."""
-    polymorphic = {"data": dataset_config_type, "method": method_config_type}
-    return compose(PretrainConfig, read_sources(paths, overrides), polymorphic)
+    return compose(PretrainConfig, read_sources(paths, overrides), SECTIONS, MOVED_KEYS)
 
 
 def load_stored_config(path: Path) -> tuple[PretrainConfig, list[str]]:
@@ -257,7 +254,7 @@ def load_stored_config(path: Path) -> tuple[PretrainConfig, list[str]]:
             if name is not None and stored_method_name(name) != name:
                 OmegaConf.update(source.values, key, stored_method_name(name))
                 renamed.append(key)
-    config, _ = compose(PretrainConfig, sources, {"data": dataset_config_type, "method": method_config_type})
+    config, _ = compose(PretrainConfig, sources, SECTIONS, MOVED_KEYS)
     return config, renamed
 
 

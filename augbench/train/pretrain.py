@@ -48,8 +48,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import augbench
+from augbench.augment.kinds import build_views
 from augbench.augment.ops import compile_hue_rotation
-from augbench.augment.recipes import build_recipe
 from augbench.config import ConfigError, to_yaml
 from augbench.data import ImageDataset, load_split
 from augbench.errors import DivergedError, PreemptedError
@@ -212,7 +212,7 @@ def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback]) -> Run:
             raise ConfigError(f"data: {len(dataset)} training images, fewer than trainer.batch_size="
                               f"{config.trainer.batch_size}")
         backbone = build_backbone(config.model)
-        method = build_method(config.method, backbone)
+        method = build_method(config.method, backbone, config.augment)
         if method.label is not None:
             method.set_num_classes(_num_classes(dataset, method.label, "method.label"))
         if config.monitor.enabled:
@@ -220,7 +220,7 @@ def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback]) -> Run:
             callbacks = [*callbacks, monitor]
         module = PretrainModule(
             method,
-            build_recipe(config.augment, dataset.image_size, config.method),
+            build_views(config.augment, dataset.image_size, config.method),
             config.optim,
             batch_size=config.trainer.batch_size,
             steps_per_epoch=len(dataset) // config.trainer.batch_size,

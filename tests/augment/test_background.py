@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from augbench.augment.background import BackgroundAugmentation
-from augbench.augment.recipes import AugmentConfig, build_recipe
+from augbench.augment.recipes import TwoViewConfig
 from augbench.data.shapes_world import ShapesWorldConfig, load_shapes_world
 from augbench.train.pretrain import load_config, pretrain
 from tests.conftest import TINY_OVERRIDES
@@ -48,7 +48,7 @@ def test_swap_takes_another_images_background_with_its_object_painted_out(scenes
 
 
 def test_a_recipe_with_the_background_op_replaces_each_views_background_on_its_own(scenes):
-    recipe = build_recipe(AugmentConfig(recipe="moco_v2_32", background="remove", background_p=1.0), 32)
+    recipe = TwoViewConfig(recipe="moco_v2_32", background="remove", background_p=1.0).build(32)
     assert recipe.needs_foreground and recipe.pipelines[0] is recipe.pipelines[1]
     first, second = recipe(scenes, torch.Generator().manual_seed(2))
     assert first.images.shape == (16, 3, 32, 32)

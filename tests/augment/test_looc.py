@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from augbench.augment.looc import ATOMIC_AUGMENTATIONS, LOOC_RECIPES, LeaveOneOutRecipe
-from augbench.augment.recipes import AugmentConfig, build_recipe
+from augbench.augment.looc import (
+    ATOMIC_AUGMENTATIONS,
+    LEAVE_ONE_OUT_RECIPES,
+    LOOC_AUG_PAIR_RECIPES,
+    LeaveOneOutConfig,
+    LeaveOneOutRecipe,
+)
+from augbench.augment.recipes import TwoViewConfig
 from augbench.augment.texture import Texture
 
 AUGMENTATIONS = ["color", "rotation", "texture"]
@@ -15,7 +21,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def test_key_i_shares_exactly_augmentation_is_params_with_the_query():
     images = torch.rand(64, 3, 16, 16)
-    recipe = build_recipe(AugmentConfig(recipe="looc_32", augmentations=AUGMENTATIONS), 16)
+    recipe = LeaveOneOutConfig(recipe="looc_32", augmentations=AUGMENTATIONS).build(16)
     views = recipe(images, torch.Generator().manual_seed(0))
     assert len(views) == len(AUGMENTATIONS) + 2
     query, keys = views[0], views[1:]
@@ -32,7 +38,7 @@ def test_key_i_shares_exactly_augmentation_is_params_with_the_query():
 
 def test_every_view_replays_from_its_recorded_params():
     images = torch.rand(8, 3, 16, 16)
-    recipe = LOOC_RECIPES["looc"](16, AUGMENTATIONS)
+    recipe = LEAVE_ONE_OUT_RECIPES["looc"](16, AUGMENTATIONS)
     views = recipe(images, torch.Generator().manual_seed(1))
     for view in views:
         assert torch.equal(recipe.pipelines[0].apply(images, view.params), view.images)
@@ -74,7 +80,8 @@ def test_a_key_sharing_the_rotation_shows_the_querys_content_turned_the_same_way
 
 def test_the_baseline_pair_draws_the_same_ops_independently():
     images = torch.rand(16, 3, 16, 16)
-    first, second = LOOC_RECIPES["looc_aug_pair_32"](16, AUGMENTATIONS)(images, torch.Generator().manual_seed(3))
+    recipe = LOOC_AUG_PAIR_RECIPES["looc_aug_pair_32"](16, AUGMENTATIONS)
+    first, second = recipe(images, torch.Generator().manual_seed(3))
     expected = {"crop", "color_jitter", "grayscale", "rotate90", "texture", "flip"}
     assert set(first.params) == set(second.params) == expected
     assert not any(_same(first.params[op], second.params[op]) for op in expected - {"flip", "grayscale"})
@@ -96,14 +103,17 @@ def test_texture_blend_changes_only_applied_images_and_keeps_their_range_and_bri
 
 
 @pytest.mark.parametrize(
-    ("settings", "message"),
+    ("config", "settings", "message"),
     [
-        ({"recipe": "looc_32", "augmentations": []}, r"augmentations=\[\]: recipe 'looc_32' needs at least one"),
-        ({"recipe": "looc", "augmentations": ["color", "shear"]}, r"\['shear'\] unknown"),
-        ({"recipe": "looc_32", "augmentations": ["color", "color"]}, "each augmentation may appear once"),
-        ({"recipe": "moco_v2_32", "augmentations": ["color"]}, "only the recipes"),
+        (LeaveOneOutConfig, {"augmentations": []}, r"augmentations=\[\]: recipe 'looc_32' needs at least one"),
+        (LeaveOneOutConfig, {"recipe": "looc", "augmentations": ["color", "shear"]}, r"\['shear'\] unknown"),
+        (LeaveOneOutConfig, {"augmentations": ["color", "color"]}, "each augmentation may appear once"),
+        (LeaveOneOutConfig, {"recipe": "moco_v2_32"}, r"recipe='moco_v2_32' makes no leave-one-out views"),
+        (TwoViewConfig, {"recipe": "looc_aug_pair_32"}, r"augmentations=\[\]: recipe 'looc_aug_pair_32' needs"),
+        (TwoViewConfig, {"recipe": "moco_v2_32", "augmentations": ["color"]}, "only the recipes"),
+        (TwoViewConfig, {"recipe": "looc_32", "augmentations": ["color"]}, "makes leave-one-out views, not two"),
     ],
 )
-def test_augment_config_rejects_bad_augmentation_lists(settings, message):
+def test_views_configs_reject_bad_augmentation_lists(config, settings, message):
     with pytest.raises(ValueError, match=message):
-        AugmentConfig(**settings)
+        config(**settings)

@@ -1,6 +1,6 @@
 import torch
 
-from augbench.augment.recipes import RECIPES, AugmentConfig, build_recipe
+from augbench.augment.recipes import RECIPES, TwoViewConfig
 from augbench.augment.views import View
 
 
@@ -14,7 +14,7 @@ def test_every_recipe_makes_two_views_of_the_crop_size_with_recorded_params(floa
 
 
 def test_views_replay_from_their_params(float_images):
-    recipe = build_recipe(AugmentConfig(recipe="byol"), 32)
+    recipe = TwoViewConfig(recipe="byol").build(32)
     views = recipe(float_images, torch.Generator().manual_seed(4))
     for pipeline, view in zip(recipe.pipelines, views):
         assert torch.equal(pipeline.apply(float_images, view.params), view.images)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from augbench.augment.hai import HierarchicalStrength, hai_ops, weakened
-from augbench.augment.recipes import AugmentConfig, build_recipe
+from augbench.augment.kinds import build_views
+from augbench.augment.recipes import TwoViewConfig
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.methods import build_method
@@ -28,11 +29,11 @@ SMALL_HEADS = [
 
 def _method(preset: str, *overrides: str):
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*SMALL_HEADS, "model.width=0.125", *overrides])
-    return build_method(config.method, build_backbone(config.model)), config
+    return build_method(config.method, build_backbone(config.model), config.augment), config
 
 
 def _views(config, batch=8, seed=0):
-    recipe = build_recipe(config.augment, 32, config.method)
+    recipe = build_views(config.augment, 32, config.method)
     return recipe(torch.rand(batch, 3, 32, 32), torch.Generator().manual_seed(seed))
 
 
@@ -139,7 +140,7 @@ def test_byol_base_trains_no_target_and_moves_the_ema_of_heads_and_embeddings():
 
 
 def test_an_augmentation_assigned_to_no_stage_is_left_out_of_every_pair():
-    _, config = _method("hai_moco_v2", "method.assignment.flip=null", "method.assignment.rotate90=2")
+    _, config = _method("hai_moco_v2", "augment.assignment.flip=null", "augment.assignment.rotate90=2")
     views = _views(config, batch=64)
     assert not any(view.params["flip"]["applied"].any() for view in views)
     assert [bool(view.params["rotate90"]["applied"].any()) for view in views] == [False] * 2 + [True] * 6
@@ -148,8 +149,9 @@ def test_an_augmentation_assigned_to_no_stage_is_left_out_of_every_pair():
 def test_the_uniform_ablation_applies_the_whole_pipeline_at_every_stage():
     hierarchical, _ = load_config(shipped_config("methods/hai_simsiam.yaml"))
     uniform, _ = load_config(shipped_config("methods/hai_simsiam_uniform.yaml"))
-    assert uniform.method.assignment != hierarchical.method.assignment
-    assert replace(uniform.method, assignment=hierarchical.method.assignment) == hierarchical.method
+    assert uniform.augment.assignment != hierarchical.augment.assignment
+    assert replace(uniform.augment, assignment=hierarchical.augment.assignment) == hierarchical.augment
+    assert uniform.method == hierarchical.method
     _, config = _method("hai_simsiam_uniform")
     views = _views(config, batch=64)
     for op in ("grayscale", "flip"):  # assigned to stages 2 and 4 in the hierarchy
@@ -173,8 +175,9 @@ def test_a_weakened_op_follows_the_supplements_rule_per_level():
 def test_hierarchical_strength_weakens_the_shallow_stages_pairs_by_the_supplements_rule():
     uniform, _ = load_config(shipped_config("methods/hai_simsiam_uniform.yaml"))
     strength, _ = load_config(shipped_config("methods/hai_simsiam_strength.yaml"))
-    assert replace(strength.method, hierarchical_strength=HierarchicalStrength()) == uniform.method
-    assert strength.method.hierarchical_strength == HierarchicalStrength(True, 0.05, 0.02, 0.1)
+    assert replace(strength.augment, hierarchical_strength=HierarchicalStrength()) == uniform.augment
+    assert strength.augment.hierarchical_strength == HierarchicalStrength(True, 0.05, 0.02, 0.1)
+    assert strength.method == uniform.method
     _, config = _method("hai_simsiam_strength")
     views = _views(config, batch=256)
     shallow, deep = views[0].params, views[6].params
@@ -184,7 +187,7 @@ def test_hierarchical_strength_weakens_the_shallow_stages_pairs_by_the_supplemen
     areas = [(box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]) for box in (shallow["crop"]["box"], deep["crop"]["box"])]
     assert areas[0].min() >= 0.5 - 1e-6 and areas[1].min() < 0.5
     with pytest.raises(ConfigError, match=r"hierarchical_strength.jitter=-0.02: a step per level, not negative"):
-        load_config(shipped_config("methods/hai_simsiam.yaml"), ["method.hierarchical_strength.jitter=-0.02"])
+        load_config(shipped_config("methods/hai_simsiam.yaml"), ["augment.hierarchical_strength.jitter=-0.02"])
 
 
 def test_hai_over_byol_has_the_supplements_heads_and_momentum():
@@ -200,7 +203,7 @@ def test_hai_over_byol_has_the_supplements_heads_and_momentum():
 
 def test_hai_over_simsiam_has_the_official_projector_and_zero_initialised_residual_bns():
     config, _ = load_config(shipped_config("methods/hai_simsiam.yaml"), ["model.width=0.125"])
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model), config.augment)
     projector = method.branches[3].projector
     norms = [layer for layer in projector if isinstance(layer, torch.nn.BatchNorm1d)]
     assert len([layer for layer in projector if isinstance(layer, torch.nn.Linear)]) == 3
@@ -229,12 +232,13 @@ def test_the_encoder_is_the_backbone():
 
 def test_an_assignment_naming_a_missing_stage_stops_at_config_load():
     path = shipped_config("methods/hai_moco_v2.yaml")
-    with pytest.raises(ConfigError, match=r"method: assignment\.grayscale=5: names stage 5, which has no tap"):
-        load_config(path, ["method.assignment.grayscale=5"])
-    with pytest.raises(ConfigError, match=r"assignment\.crop=1: names stage 1, which has no tap; stages=\[2, 3, 4\]"):
+    with pytest.raises(ConfigError, match=r"augment: assignment\.grayscale=5: stages are 1 to 4 \(null: none\)"):
+        load_config(path, ["augment.assignment.grayscale=5"])
+    with pytest.raises(ConfigError, match=r"augment\.assignment\.crop=1: names stage 1, which has no tap; "
+                                          r"method\.stages=\[2, 3, 4\]"):
         load_config(path, ["method.stages=[2,3,4]", "method.loss_weights=[1,1,1]", "method.embedding.stages=[]"])
-    with pytest.raises(ConfigError, match=r"assignment\.sharpen: unknown augmentation"):
-        load_config(path, ["method.assignment.sharpen=2"])
+    with pytest.raises(ConfigError, match=r"augment: assignment\.sharpen: unknown augmentation"):
+        load_config(path, ["augment.assignment.sharpen=2"])
     with pytest.raises(ConfigError, match=r"embedding\.params=\['hue_bin'\]"):
         load_config(path, ["method.embedding.params=[hue_bin]"])
     with pytest.raises(ConfigError, match=r"embedding\.params=\['solarize'\]"):  # no HAI view records it
@@ -245,8 +249,8 @@ def test_an_assignment_naming_a_missing_stage_stops_at_config_load():
 
 def test_hai_needs_its_own_views_and_a_staged_backbone():
     method, config = _method("hai_moco_v2")
-    two_views = build_recipe(AugmentConfig(recipe="moco_v2_32"), 32)(torch.rand(4, 3, 32, 32), torch.Generator())
-    with pytest.raises(ValueError, match=r"2 views per stage .* got 2; set augment.recipe=method"):
+    two_views = TwoViewConfig(recipe="moco_v2_32").build(32)(torch.rand(4, 3, 32, 32), torch.Generator())
+    with pytest.raises(ValueError, match=r"2 views per stage .* got 2; set augment.views=hierarchical"):
         method(two_views)
     with pytest.raises(ValueError, match="stage-wise methods need an augbench ResNet"):
         build_method(config.method, build_backbone(BackboneConfig(name="mobilenet_v3_small", cifar_stem=False)))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from augbench.augment.recipes import AugmentConfig, build_recipe
+from augbench.augment.kinds import build_views
+from augbench.augment.looc import LeaveOneOutConfig
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.methods import build_method
@@ -16,12 +17,12 @@ from tests.conftest import TINY_OVERRIDES
 
 
 def _method(augmentations=("color", "rotation"), **settings) -> LooCMethod:
-    config = LooCConfig(augmentations=list(augmentations), queue_size=16, **settings)
-    return LooCMethod(build_backbone(BackboneConfig(width=0.125)), config)
+    config = LooCConfig(queue_size=16, **settings)
+    return LooCMethod(build_backbone(BackboneConfig(width=0.125)), config, list(augmentations))
 
 
 def _views(augmentations=("color", "rotation"), seed=0, batch=6):
-    recipe = build_recipe(AugmentConfig(recipe="looc_32", augmentations=list(augmentations)), 16)
+    recipe = LeaveOneOutConfig(recipe="looc_32", augmentations=list(augmentations)).build(16)
     return recipe(torch.rand(batch, 3, 16, 16), torch.Generator().manual_seed(seed))
 
 
@@ -104,8 +105,8 @@ def test_only_the_query_branch_gets_gradients():
     assert all(p.grad is None for p in [*method.target_trunk.parameters(), *method.target_heads.parameters()])
 
 
-def test_a_wrong_number_of_views_names_the_recipe():
-    with pytest.raises(ValueError, match=r"augment\.recipe"):
+def test_a_wrong_number_of_views_names_the_views_to_set():
+    with pytest.raises(ValueError, match=r"augment\.views=leave_one_out with the same augment\.augmentations"):
         _method(augmentations=("color", "rotation", "texture"))(_views(("color", "rotation")))
 
 
@@ -121,7 +122,7 @@ def test_looc_plus_plus_representation_is_the_sum_of_the_spaces(augmentations):
 
 def test_a_saved_looc_plus_plus_encoder_reloads_with_the_same_features(tmp_path):
     model = BackboneConfig(width=0.125)
-    method = LooCMethod(build_backbone(model), LooCConfig(augmentations=["color", "texture"], representation="looc++"))
+    method = LooCMethod(build_backbone(model), LooCConfig(representation="looc++"), ["color", "texture"])
     encoder = method.encoder().eval()
     path = save_encoder(encoder, model, tmp_path / "encoder.safetensors")
     loaded, config = load_encoder(path)
@@ -135,10 +136,8 @@ def test_a_saved_looc_plus_plus_encoder_reloads_with_the_same_features(tmp_path)
     [
         ("augment.augmentations=[]", r"augment: augmentations=\[\]"),
         ("augment.augmentations=[color,shear]", r"augment: augmentations=\['color', 'shear'\]: \['shear'\] unknown"),
-        ("method.augmentations=[]", r"method: augmentations=\[\]"),
+        ("method.augmentations=[color]", r"method.augmentations: moved to augment.augmentations"),
         ("method.representation=looc+", r"method: representation='looc\+'"),
-        ("method.augmentations=[color]",
-         r"method.augmentations=\['color'\] and augment.augmentations=\['color', 'rotation', 'texture'\] differ"),
     ],
 )
 def test_bad_looc_configs_stop_at_config_load_naming_the_key(override, message):
@@ -146,19 +145,23 @@ def test_bad_looc_configs_stop_at_config_load_naming_the_key(override, message):
         load_config(shipped_config("methods/looc.yaml"), [override])
 
 
-def test_looc_without_a_leave_one_out_recipe_stops_at_config_load():
-    overrides = ["augment.recipe=moco_v2_32", "augment.augmentations=[]", "method.augmentations=[color]"]
-    with pytest.raises(ConfigError, match=r"method.name=looc needs a leave-one-out recipe.*not 'moco_v2_32'"):
-        load_config(shipped_config("methods/looc.yaml"), overrides)
+def test_looc_without_leave_one_out_views_stops_at_config_load():
+    with pytest.raises(ConfigError, match=r"method.name=looc trains on augment.views=leave_one_out, not two_view"):
+        load_config(shipped_config("methods/looc.yaml"), ["augment.recipe=moco_v2_32"])
 
 
-def test_presets_share_the_augmentation_list():
-    for preset in ("looc", "looc++", "moco_v2_looc_aug"):
-        config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), ["augment.augmentations=[rotation]"])
-        assert config.augment.augmentations == ["rotation"], preset
-        if preset != "moco_v2_looc_aug":
-            assert config.method.augmentations == ["rotation"], preset
-            assert isinstance(build_method(config.method, build_backbone(BackboneConfig(width=0.125))), LooCMethod)
+@pytest.mark.parametrize("preset", ["looc", "looc++", "moco_v2_looc_aug"])
+def test_the_augmentation_list_is_set_once_and_looc_reads_its_spaces_from_it(preset):
+    config, _ = load_config(shipped_config(f"methods/{preset}.yaml"),
+                            ["augment.augmentations=[rotation,color]", "method.queue_size=16"])
+    assert config.augment.augmentations == ["rotation", "color"]
+    views = build_views(config.augment, 16)(torch.rand(8, 3, 16, 16), torch.Generator().manual_seed(0))
+    if preset == "moco_v2_looc_aug":
+        assert len(views) == 2 and {"rotate90", "color_jitter"} <= set(views[0].params)
+        return
+    method = build_method(config.method, build_backbone(BackboneConfig(width=0.125)), config.augment)
+    assert isinstance(method, LooCMethod) and len(method.heads) == len(method.queues) == 3
+    assert len(views) == 4 and torch.isfinite(method(views)["loss"])
 
 
 def _flat(config) -> dict:

@@ -73,7 +73,7 @@ def test_moco_v2_embeds_its_keys_from_a_shuffled_batch_and_queues_them_in_the_ba
     config, _ = load_config(shipped_config("methods/moco_v2.yaml"), ["model.width=0.125", "method.queue_size=32",
                                                                      "method.queue_init=empty"])  # the queue: the keys
     assert config.method.shuffle_bn == 8
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model), config.augment)
     key_encoder_inputs = []
     method.target_backbone.register_forward_pre_hook(lambda module, args: key_encoder_inputs.append(args[0]))
     keys = torch.rand(16, 3, 16, 16)
@@ -94,7 +94,7 @@ def test_moco_v2_embeds_its_keys_from_a_shuffled_batch_and_queues_them_in_the_ba
 @pytest.mark.parametrize("step", ["01_projector_bn", "04_momentum_schedule"])
 def test_shuffle_bn_splits_the_heads_batchnorm_too_so_sub_batches_share_no_statistics(step):
     config, _ = load_config(shipped_config(f"fair/{step}.yaml"), ["model.width=0.125", "method.queue_size=32"])
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model), config.augment)
     heads = [method.projector, method.target_projector, method.predictor]
     assert not any(type(m) is nn.BatchNorm1d for head in heads for m in head.modules())
     assert any(isinstance(m, SplitBatchNorm1d) for m in method.projector.modules())
@@ -118,7 +118,7 @@ def test_shuffle_bn_needs_a_momentum_encoder_and_refuses_syncbn():
 @pytest.mark.parametrize("preset", ["looc", "looc++"])
 def test_looc_normalises_in_sub_batches_everywhere_and_shuffles_each_key_view(preset):
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), ["model.width=0.125", "method.queue_size=32"])
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model), config.augment)
     for module in (method.trunk, method.target_trunk):
         assert not any(type(m) is nn.BatchNorm2d for m in module.modules())
     inputs, space_features = [], method.target_trunk.space_features
@@ -128,7 +128,7 @@ def test_looc_normalises_in_sub_batches_everywhere_and_shuffles_each_key_view(pr
         return space_features(images)
 
     method.target_trunk.space_features = recording
-    views = [View(torch.rand(16, 3, 16, 16), {}) for _ in range(config.method.num_spaces + 1)]
+    views = [View(torch.rand(16, 3, 16, 16), {}) for _ in range(len(config.augment.augmentations) + 2)]
     method(views)
     assert len(inputs) == len(views) - 1
     for seen, key in zip(inputs, views[1:]):

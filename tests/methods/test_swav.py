@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from augbench.augment.recipes import build_recipe
+from augbench.augment.kinds import build_views
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.methods import build_method
@@ -26,13 +26,13 @@ def numpy_sinkhorn(scores: np.ndarray, epsilon: float, iterations: int) -> np.nd
 
 def _swav(*overrides: str, steps_per_epoch: int = 1):
     config, _ = load_config(shipped_config("methods/swav.yaml"), ["model.width=0.125", *overrides])
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model), config.augment)
     method.set_steps_per_epoch(steps_per_epoch)
     return method, config
 
 
 def _views(config, batch=8, seed=0):
-    recipe = build_recipe(config.augment, 32, config.method)
+    recipe = build_views(config.augment, 32, config.method)
     return recipe(torch.rand(batch, 3, 32, 32), torch.Generator().manual_seed(seed))
 
 
@@ -114,7 +114,7 @@ def test_the_queue_starts_filling_after_queue_start_epochs():
 
 def test_swav_needs_the_epoch_length_for_its_epoch_counts():
     config, _ = load_config(shipped_config("methods/swav.yaml"), ["model.width=0.125"])
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model), config.augment)
     with pytest.raises(RuntimeError, match="call set_steps_per_epoch first"):
         method(_views(config))
 
@@ -153,19 +153,24 @@ def test_the_queue_joins_sinkhorn_once_full():
 
 def test_more_crops_assigned_than_the_views_hold_stops_at_config_load():
     path = shipped_config("methods/swav.yaml")
-    with pytest.raises(ConfigError, match=r"method: crops_for_assign=\[0, 6\]: must name distinct crops among the 6"):
+    with pytest.raises(ConfigError, match=r"method.crops_for_assign=\[0, 6\]: must name crops among the 6 crops of "
+                                          r"augment.num_crops=\[2, 4\]"):
         load_config(path, ["method.crops_for_assign=[0,6]"])
-    with pytest.raises(ConfigError, match=r"method: crop_sizes=\[32\]: expected one entry per crop group"):
-        load_config(path, ["method.crop_sizes=[32]"])
-    with pytest.raises(ConfigError, match=r"method: num_crops=\[1\]: each group needs a crop and SwAV at least 2"):
-        load_config(path, ["method.num_crops=[1]", "method.crop_sizes=[32]", "method.min_scale=[0.14]",
-                           "method.max_scale=[1.0]", "method.crops_for_assign=[0]"])
+    with pytest.raises(ConfigError, match=r"method: crops_for_assign=\[0, 0\]: must name distinct crops"):
+        load_config(path, ["method.crops_for_assign=[0,0]"])
+    with pytest.raises(ConfigError, match=r"augment: crop_sizes=\[32\]: expected one entry per crop group"):
+        load_config(path, ["augment.crop_sizes=[32]"])
+    with pytest.raises(ConfigError, match=r"augment: num_crops=\[1\]: each group needs a crop and SwAV at least 2"):
+        load_config(path, ["augment.num_crops=[1]", "augment.crop_sizes=[32]", "augment.min_scale=[0.14]",
+                           "augment.max_scale=[1.0]", "method.crops_for_assign=[0]"])
 
 
-def test_swav_refuses_views_of_another_recipe():
+def test_swav_refuses_views_of_another_kind():
+    with pytest.raises(ConfigError, match=r"method.name=swav trains on augment.views=multi_crop, not two_view"):
+        load_config(shipped_config("methods/swav.yaml"), ["augment.recipe=moco_v2_32"])
     method, config = _swav()
-    with pytest.raises(ValueError, match=r"takes num_crops=\[2, 4\] \(6\) views, got 2; set augment.recipe=method"):
-        method(_views(config)[:2])
+    with pytest.raises(ValueError, match=r"crops \[0, 1\] .* got 1 views; set augment.views=multi_crop"):
+        method(_views(config)[:1])
 
 
 @pytest.mark.parametrize("queue_size", [0, 32])

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from augbench.augment.recipes import build_recipe
+from augbench.augment.kinds import build_views
 from augbench.augment.views import to_float
 from augbench.config import ConfigError, shipped_config
 from augbench.methods import build_method
@@ -21,9 +21,9 @@ TARGETS = {"moco_v2": ["target_backbone"], "byol": ["target_backbone"], "simclr"
 
 def _method_and_views(preset: str, tiny_shapes):
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), TINY_OVERRIDES)
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model), config.augment)
     method.set_steps_per_epoch(1)
-    recipe = build_recipe(config.augment, tiny_shapes.image_size, config.method)
+    recipe = build_views(config.augment, tiny_shapes.image_size, config.method)
     views = recipe(to_float(tiny_shapes.images[:16]), torch.Generator().manual_seed(0))
     return method, views
 

@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from augbench.augment.recipes import build_recipe
+from augbench.augment.kinds import build_views
 from augbench.augment.views import View
 from augbench.config import shipped_config
 from augbench.methods import build_method
@@ -47,7 +47,7 @@ def _build(preset: str):
     """The preset's tiny config and its method, seeded: every run, and the initial state, start from these weights."""
     config, _ = load_config(shipped_config(f"{preset}.yaml"), [*TINY_OVERRIDES, "method.queue_size=64"])
     torch.manual_seed(0)
-    return config, build_method(config.method, build_backbone(config.model))
+    return config, build_method(config.method, build_backbone(config.model), config.augment)
 
 
 def _train(preset: str, rank: int, world: int) -> tuple[list[float], dict[str, torch.Tensor]]:
@@ -58,7 +58,7 @@ def _train(preset: str, rank: int, world: int) -> tuple[list[float], dict[str, t
             module.eval()
     model = DistributedDataParallel(method) if world > 1 else method
     optimizer = build_optimizer(method, config.optim, GLOBAL_BATCH)
-    recipe = build_recipe(config.augment, 32, config.method)
+    recipe = build_views(config.augment, 32, config.method)
     images = torch.rand(GLOBAL_BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     share = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
     losses = []

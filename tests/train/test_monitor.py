@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from augbench.augment.recipes import build_recipe
+from augbench.augment.kinds import build_views
 from augbench.config import shipped_config
 from augbench.data import load_split
 from augbench.data.disk import ImageFolderConfig, load_from_disk
@@ -114,9 +114,9 @@ def test_the_monitor_embeds_a_lazy_split_as_the_same_split_in_memory_without_dec
                                     "barlow_twins", "hai_barlow_twins"])
 def test_every_method_hands_the_online_classifier_detached_encoder_features_of_the_first_view(preset):
     config, _ = load_config(shipped_config(f"methods/{preset}.yaml"), [*TINY_OVERRIDES, "data.image_size=32"])
-    method = build_method(config.method, build_backbone(config.model))
+    method = build_method(config.method, build_backbone(config.model), config.augment)
     method.set_steps_per_epoch(1)
-    views = build_recipe(config.augment, 32, config.method)(torch.rand(8, 3, 32, 32), torch.Generator().manual_seed(0))
+    views = build_views(config.augment, 32, config.method)(torch.rand(8, 3, 32, 32), torch.Generator().manual_seed(0))
     features = method(views)["features"]
     encoder = method.encoder().eval()
     with torch.no_grad():
@@ -131,4 +131,4 @@ def test_online_linear_settings_that_cannot_work_are_refused_at_config_load():
         load_config(shipped_config("methods/hai_moco_v2.yaml"),
                     ["monitor.label=shape", "monitor.online_linear=true", "method.stages=[1,2,3]",
                      "method.loss_weights=[1.0,1.0,1.0]", "method.embedding.stages=[2]",
-                     "method.assignment.crop=3", "method.assignment.flip=3"])
+                     "augment.assignment.crop=3", "augment.assignment.flip=3"])
