@@ -24,7 +24,8 @@ from augbench.config import ConfigError, shipped_config
 from augbench.evaluate.evaluate import evaluate
 from augbench.models.backbones import build_backbone
 from augbench.models.io import load_encoder
-from augbench.train.pretrain import CONFIG_FILE, config_changes, load_config, pretrain, read_status
+from augbench.train.config import CONFIG_FILE, config_changes, load_config, read_status
+from augbench.train.pretrain import pretrain
 
 PRESETS = ("moco_v2",)
 SUITE = "quick"

@@ -26,7 +26,8 @@ import torch
 from augbench.config import shipped_config
 from augbench.evaluate.evaluate import evaluate
 from augbench.models.backbones import build_backbone
-from augbench.train.pretrain import load_config, pretrain
+from augbench.train.config import load_config
+from augbench.train.pretrain import pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 FLAT = ["textures=[flat]", "backgrounds=[flat]", "hue_palette=12", "saturation=[0.8,0.8]", "value=[0.9,0.9]",

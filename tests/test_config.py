@@ -2,7 +2,7 @@ import pytest
 
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
-from augbench.train.pretrain import load_config
+from augbench.train.config import load_config
 
 
 def _write(path, text):

@@ -9,7 +9,8 @@ import yaml
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.models.io import load_encoder
-from augbench.train.pretrain import load_config, pretrain, read_status, resolve_precision
+from augbench.train.config import load_config, read_status, resolve_precision
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 PRESETS = ("moco_v2", "byol", "simclr", "simsiam")

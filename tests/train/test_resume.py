@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from augbench.config import shipped_config
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from augbench.train.sampler import ResumableBatchSampler
 from tests.conftest import REPO, TINY_OVERRIDES
 
@@ -109,7 +110,7 @@ def test_a_run_killed_with_sigkill_at_several_steps_resumes_bit_exactly(preset, 
     for kill_step in (2, 5, 7):
         script = (
             "import sys; from augbench.config import shipped_config; "
-            "from augbench.train.pretrain import load_config, pretrain; "
+            "from augbench.train.config import load_config; from augbench.train.pretrain import pretrain; "
             "from tests.train.test_resume import StopAtStep; "
             f"config, _ = load_config(shipped_config('{preset}.yaml'), sys.argv[1:]); "
             f"pretrain(config, callbacks=[StopAtStep({kill_step}, kill=True)])"
