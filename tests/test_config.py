@@ -1,8 +1,11 @@
+from dataclasses import dataclass
+
 import pytest
 
 from augbench.config import shipped_config
+from augbench.data.shapes_world import ShapesWorldConfig
 from augbench.errors import ConfigError
-from augbench.train.config import load_config
+from augbench.train.config import MonitorConfig, PretrainConfig, TrainerConfig, load_config
 
 
 def _write(path, text):
@@ -96,3 +99,27 @@ def test_a_mandatory_key_left_unset_is_named_with_the_override_that_sets_it():
     with pytest.raises(ConfigError, match=r"command line: data: path is not set and has no default: give it in a "
                                           r"config file or as data\.path=VALUE$"):
         load_config(overrides=["data.name=cifar10"])
+
+
+@dataclass
+class _StagewiseConfig:
+    """A method config train/ has never heard of, declaring what HAI declares (augbench.methods.base)."""
+
+    name: str = "stagewise"
+
+    def runs_backbone_by_stage(self) -> str:
+        return "method.name=stagewise"
+
+    def missing_features(self) -> str:
+        return "stagewise never computes"
+
+
+def test_the_trainer_checks_what_a_method_config_declares_not_its_type():
+    def pretrain_config(**sections):
+        return PretrainConfig(data=ShapesWorldConfig(), method=_StagewiseConfig(), **sections)
+
+    with pytest.raises(ValueError, match="compiles the backbone's forward, which method.name=stagewise never calls"):
+        pretrain_config(trainer=TrainerConfig(compile_model=True))
+    with pytest.raises(ValueError, match="reads the encoder's features, which stagewise never computes"):
+        pretrain_config(monitor=MonitorConfig(label="shape", online_linear=True))
+    assert pretrain_config().method.name == "stagewise"  # declared, but nothing asked for either

@@ -111,6 +111,14 @@ class HAIConfig:
     def views(self, image_size: int) -> Recipe:
         return hai_views(image_size, self.assignment, self.stages, self.crop_scale, self.hierarchical_strength)
 
+    def runs_backbone_by_stage(self) -> str | None:
+        return "method.name=hai"
+
+    def missing_features(self) -> str | None:
+        if self.stages[-1] == NUM_STAGES:
+            return None
+        return f"HAI computes only with stage {NUM_STAGES} tapped; method.stages={list(self.stages)}"
+
 
 class StageBranch(nn.Module):
     """One tap: stage feature map and augmentation vector → projection (B, D)."""

@@ -104,6 +104,9 @@ class LooCConfig:
     def num_spaces(self) -> int:
         return len(self.augmentations) + 1
 
+    def runs_backbone_by_stage(self) -> str | None:
+        return "method.representation=looc++" if self.representation == "looc++" else None
+
 
 def space_masks(num_spaces: int, space: int, z0_positives: str = "k0") -> tuple[Tensor, Tensor]:
     """Which of an image's keys k0..kn are positives and which are negatives of its query in space `space`.

@@ -22,10 +22,8 @@ from augbench.augment.recipes import AugmentConfig
 from augbench.config import ConfigError, changed_keys, compose, read_sources, to_yaml
 from augbench.data import DATASETS, dataset_config_type
 from augbench.methods import method_config_type
-from augbench.methods.hai import HAIConfig
 from augbench.methods.looc import LooCConfig
 from augbench.models.backbones import BackboneConfig
-from augbench.models.taps import NUM_STAGES
 from augbench.optim import OptimConfig
 
 STATUS_FILE = "status.json"
@@ -174,16 +172,16 @@ class PretrainConfig:
         if self.monitor.label is not None and self.monitor.label not in known:
             raise ValueError(f"monitor.label={self.monitor.label!r} is not a label of {self.data.name}; known: "
                              f"{list(known)}")
-        if self.monitor.online_linear and isinstance(self.method, HAIConfig) and self.method.stages[-1] != NUM_STAGES:
-            raise ValueError(f"monitor.online_linear=true reads the encoder's features, which HAI computes only with "
-                             f"stage {NUM_STAGES} tapped; method.stages={list(self.method.stages)}")
+        missing_features = _declared(self.method, "missing_features")
+        if self.monitor.online_linear and missing_features:
+            raise ValueError(f"monitor.online_linear=true reads the encoder's features, which {missing_features}")
         if self.augment.background != "none" and "foreground" not in known:
             raise ValueError(f"augment.background={self.augment.background!r} replaces each view's background, "
                              f"which needs the dataset's object masks; {self.data.name} has none (shapes_world has)")
         if self.trainer.sync_batchnorm and getattr(self.method, "shuffle_bn", 0) > 1:
             raise ValueError(f"trainer.sync_batchnorm=true makes BatchNorm statistics global, which undoes "
                              f"method.shuffle_bn={self.method.shuffle_bn}; choose one (MoCo v2+ and BYOL use SyncBN)")
-        stagewise = _runs_backbone_by_stage(self.method)
+        stagewise = _declared(self.method, "runs_backbone_by_stage")
         if self.trainer.compile_model and stagewise:
             raise ValueError(f"trainer.compile_model=true compiles the backbone's forward, which {stagewise} never "
                              "calls: it runs the backbone stage by stage; set trainer.compile_model=false")
@@ -204,13 +202,10 @@ class PretrainConfig:
         return Path(self.output_dir) / self.name
 
 
-def _runs_backbone_by_stage(method) -> str | None:
-    """The setting under which `method` reads the backbone's stages rather than calling its forward, if any."""
-    if isinstance(method, HAIConfig):
-        return "method.name=hai"
-    if isinstance(method, LooCConfig) and method.representation == "looc++":
-        return "method.representation=looc++"
-    return None
+def _declared(method: Any, hook: str) -> str | None:
+    """What the method config declares through its optional `hook` (augbench.methods.base lists them), or None."""
+    declare = getattr(method, hook, None)
+    return declare() if declare is not None else None
 
 
 def check_runnable(config: PretrainConfig) -> None:
