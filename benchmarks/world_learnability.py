@@ -54,7 +54,7 @@ def measure(design: str, settings: list[str], seed: int, preset: str, epochs: in
         torch.manual_seed(seed)
         encoder, who = build_backbone(config.model), "random"
     else:
-        encoder, who = pretrain(config).encoder, preset
+        encoder, who = pretrain(config, process_wide=True).encoder, preset
     trained = time.time() - start
     overrides = [f"tasks=[{TASKS}]", *[f"dataset_overrides.{s}" for s in settings]]
     results = evaluate(encoder, "quick", name=who, overrides=overrides, progress=False)

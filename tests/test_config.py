@@ -118,7 +118,7 @@ def test_the_trainer_checks_what_a_method_config_declares_not_its_type():
     def pretrain_config(**sections):
         return PretrainConfig(data=ShapesWorldConfig(), method=_StagewiseConfig(), **sections)
 
-    with pytest.raises(ValueError, match="compiles the backbone's forward, which method.name=stagewise never calls"):
+    with pytest.raises(ValueError, match=r"compiles the backbone's forward, which method\.name=stagewise never calls"):
         pretrain_config(trainer=TrainerConfig(compile_model=True))
     with pytest.raises(ValueError, match="reads the encoder's features, which stagewise never computes"):
         pretrain_config(monitor=MonitorConfig(label="shape", online_linear=True))

@@ -83,11 +83,13 @@ class TrainerConfig:
     AMX), fp32 elsewhere, where bf16 is emulated and slower than fp32.
     `keep_freed_memory` keeps freed host memory in the process for the next
     step instead of returning it to the kernel (glibc only; see
-    `augbench.train.memory`); it applies to the whole process.
+    `augbench.train.memory`); it applies to the whole process for the rest of
+    its life, so only where the caller lets it: the command line does,
+    `augbench.pretrain(..., process_wide=True)` does, a plain call does not.
     `compile_augmentation` fuses the colour jitter's hue rotation into one
     torch.compile'd kernel on CPU images of 64 px and more (15-25 s of
     compilation once per process, then 1.2-1.5x faster augmentation; see
-    `augbench.augment.ops.shift_hue`); it too applies to the whole process.
+    `augbench.augment.ops.shift_hue`), for this run's training only.
     `compile_model` runs the backbone and its momentum copies through
     torch.compile (see `augbench.train.module.compile_backbones`): it fuses
     BatchNorm, ReLU and residual adds around the convolutions, once per run

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from augbench.augment.ops import compile_hue_rotation
+from augbench.augment.ops import compiled_hue_rotation
 from augbench.augment.recipes import build_recipe
 from augbench.config import ConfigError, to_yaml
 from augbench.data import load_split
@@ -60,11 +60,13 @@ class Run:
 
 
 def pretrain(config: PretrainConfig | str | Path | Sequence[str | Path], overrides: Sequence[str] = (),
-             callbacks: Sequence[Callback] = ()) -> Run:
+             callbacks: Sequence[Callback] = (), *, process_wide: bool = False) -> Run:
     """Pretrain the encoder a config (or config files, each merged over the ones before) describes; resumes an
     unfinished run of the same config.
 
-    `callbacks` are extra Lightning callbacks (monitoring, profiling) added to the trainer.
+    `callbacks` are extra Lightning callbacks (monitoring, profiling) added to the trainer. `process_wide` also
+    applies the config's settings that act on the whole process and outlast the call (`trainer.keep_freed_memory`),
+    as the command line does; without it the process is left as it was.
     """
     if not isinstance(config, PretrainConfig):
         config, _ = load_config(config, overrides)
@@ -73,17 +75,16 @@ def pretrain(config: PretrainConfig | str | Path | Sequence[str | Path], overrid
     check_runnable(config)
     check_writable(config.run_dir, "output_dir")
     with run_dir_lock(config.run_dir):
-        return _pretrain(config, callbacks)
+        return _pretrain(config, callbacks, process_wide)
 
 
-def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback]) -> Run:
+def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback], process_wide: bool) -> Run:
     resume_from = prepare_run_dir(config, to_yaml(config))
     run_dir = config.run_dir
     resumed = {"resumed_from": str(resume_from)} if resume_from else {}
     mark_state(run_dir, "running", **resumed)
-    if config.trainer.keep_freed_memory:
+    if process_wide and config.trainer.keep_freed_memory:
         keep_freed_memory()
-    compile_hue_rotation(config.trainer.compile_augmentation)
     try:
         L.seed_everything(config.seed, workers=True, verbose=False)
         dataset = load_split(config.data, "train")
@@ -108,7 +109,7 @@ def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback]) -> Run:
             **(online_linear(config, method, dataset) if config.monitor.online_linear else {}),
         )
         data = TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
-        with quiet_lightning():
+        with quiet_lightning(), compiled_hue_rotation(config.trainer.compile_augmentation):
             trainer = build_trainer(config, run_dir, callbacks)
             try:
                 trainer.fit(module, datamodule=data, ckpt_path=resume_from)

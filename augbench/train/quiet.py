@@ -1,4 +1,4 @@
-"""Lightning's noise kept out of a run's output."""
+"""Lightning's noise kept out of a run's output, for the duration of a pretraining call only."""
 
 from __future__ import annotations
 
@@ -18,19 +18,26 @@ LIGHTNING_NOISE = (
     # every mid-epoch resume that the order will not resume; it does, bit for bit (tests/train/test_resume.py).
     r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
 )
+# The loggers through which Lightning prints its tips (advertising for its cloud products).
+TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("💡 Tip:")
 
 
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_not_a_tip)
-
-
 @contextmanager
 def quiet_lightning() -> Iterator[None]:
-    with warnings.catch_warnings():
-        for message in LIGHTNING_NOISE:
-            warnings.filterwarnings("ignore", message=message)
-        yield
+    """Drop LIGHTNING_NOISE's warnings and Lightning's tips inside the block; the process's filters are as they
+    were after it."""
+    loggers = [logging.getLogger(name) for name in TIP_LOGGERS]
+    for tip_logger in loggers:
+        tip_logger.addFilter(_not_a_tip)
+    try:
+        with warnings.catch_warnings():
+            for message in LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for tip_logger in loggers:
+            tip_logger.removeFilter(_not_a_tip)
