@@ -89,6 +89,9 @@ def test_the_scaling_and_checkpoint_keys_are_validated():
     assert (config.trainer.devices, config.trainer.num_nodes, config.trainer.sync_batchnorm) == (8, 2, True)
     with pytest.raises(ConfigError, match=r"command line: trainer: checkpoint_every_n_steps=-1: must be 0 \(off\)"):
         load_config(overrides=["trainer.checkpoint_every_n_steps=-1"])
+    for kept in ("0", "-2"):
+        with pytest.raises(ConfigError, match=rf"trainer: keep_epoch_checkpoints={kept}: must be positive"):
+            load_config(overrides=[f"trainer.keep_epoch_checkpoints={kept}"])
     with pytest.raises(ConfigError, match=r"command line: trainer.sync_batchnorm: Value 'sometimes'"):
         load_config(overrides=["trainer.sync_batchnorm=sometimes"])
     with pytest.raises(ConfigError, match=r"command line: trainer.collapse_treshold: Key 'collapse_treshold' not in"):

@@ -76,7 +76,11 @@ class TrainerConfig:
     Distributed training: `devices` per node, `num_nodes`, `strategy=ddp` and
     `sync_batchnorm` (BatchNorm statistics over the global batch; CUDA only in
     torch). `checkpoint_every_n_steps` (0: off) keeps the latest step
-    checkpoint for resuming preempted runs. `collapse_threshold` is the
+    checkpoint for resuming preempted runs. `keep_epoch_checkpoints` is how
+    many of the newest epoch checkpoints (one every `checkpoint_every_n_epochs`
+    epochs) stay on disk, older ones being deleted as new ones are written;
+    -1 keeps all. last.ckpt, always the newest state, is kept besides them.
+    `collapse_threshold` is the
     embedding std below which training warns of representation collapse.
     `precision` is Lightning's, or `auto`: bf16 autocast where the device
     multiplies bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
@@ -109,6 +113,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     checkpoint_every_n_epochs: int = 1
     checkpoint_every_n_steps: int = 100
+    keep_epoch_checkpoints: int = 2
     sync_batchnorm: bool = False
     collapse_threshold: float = 0.01
     deterministic: bool = False
@@ -125,6 +130,10 @@ class TrainerConfig:
             raise ValueError("set max_epochs or max_steps to a positive number")
         if self.checkpoint_every_n_steps < 0:
             raise ValueError(f"checkpoint_every_n_steps={self.checkpoint_every_n_steps}: must be 0 (off) or positive")
+        # Lightning writes last.ckpt at an epoch's end only along with an epoch checkpoint, so at least one is kept.
+        if self.keep_epoch_checkpoints == 0 or self.keep_epoch_checkpoints < -1:
+            raise ValueError(f"keep_epoch_checkpoints={self.keep_epoch_checkpoints}: must be positive, or -1 to keep "
+                             "every epoch's checkpoint")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not a precision Lightning knows; accepted: "
                              f"{', '.join(PRECISIONS)}")

@@ -5,8 +5,8 @@ A run lives in `output_dir/name/`:
     config.yaml           the resolved config
     status.json           {"state": "running" | "failed" | "preempted" | "finished", ...}
     .lock                 held (flock) by the process training the run; a second one is refused
-    checkpoints/          one Lightning checkpoint per epoch, the latest of every
-                          `trainer.checkpoint_every_n_steps` steps, and last.ckpt
+    checkpoints/          the newest `trainer.keep_epoch_checkpoints` epoch checkpoints (epoch=N.ckpt), the
+                          latest of every `trainer.checkpoint_every_n_steps` steps (step=N.ckpt), and last.ckpt
     logs/csv/metrics.csv  and logs/tensorboard/: the logged losses, and with
                           `monitor.label` the kNN accuracy (monitor.py)
     encoder.safetensors   the trained backbone, written once training finished

@@ -47,7 +47,11 @@ def build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Sequen
             filename="epoch={epoch}",
             auto_insert_metric_name=False,
             every_n_epochs=settings.checkpoint_every_n_epochs,
-            save_top_k=-1,
+            # The top k by epoch are the k newest: Lightning deletes the oldest as it writes a new one, and its list
+            # of them travels in checkpoints, so a resumed run goes on deleting the ones written before the resume.
+            monitor="epoch",
+            mode="max",
+            save_top_k=settings.keep_epoch_checkpoints,
             save_last=True,
             enable_version_counter=False,  # both callbacks write last.ckpt: it is always the newest checkpoint
         ),
