@@ -80,8 +80,8 @@ class TrainerConfig:
     many of the newest epoch checkpoints (one every `checkpoint_every_n_epochs`
     epochs) stay on disk, older ones being deleted as new ones are written;
     -1 keeps all. last.ckpt, always the newest state, is kept besides them.
-    `collapse_threshold` is the
-    embedding std below which training warns of representation collapse.
+    `collapse_threshold` is the embedding std below which training warns of
+    representation collapse.
     `precision` is Lightning's, or `auto`: bf16 autocast where the device
     multiplies bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
     AMX), fp32 elsewhere, where bf16 is emulated and slower than fp32.
