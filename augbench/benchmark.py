@@ -464,11 +464,14 @@ def run_benchmark(
     retry_failed: bool = True,
     console: Console | None = None,
     executor: str = "local",
+    process_wide: bool = False,
 ) -> BenchmarkResult:
     """Run (or resume) every cell of a benchmark that no runner finished or holds; return the store's state.
 
     `executor`: "local" runs the cells in this process; "slurm" and "ray" submit them to that scheduler
-    (settings: the config's `slurm:` and `ray:` sections) and wait for them.
+    (settings: the config's `slurm:` and `ray:` sections) and wait for them. `process_wide`: as
+    `augbench.pretrain`'s, for the cells run in this process; a scheduler's jobs run in processes of their own
+    and always apply those settings.
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor}: expected one of {list(EXECUTORS)}")
@@ -490,7 +493,7 @@ def run_benchmark(
     lost = []
     if executor == "local":
         ran = run_cells(grid, [cell.cell_id for cell in grid.cells], owner_id(uuid.uuid4().hex[:8]), device,
-                        console, max_cells)
+                        console, max_cells, process_wide)
     else:
         from augbench.executors import submit
 
@@ -505,7 +508,7 @@ def run_benchmark(
 
 
 def run_cells(grid: Grid, cell_ids: Sequence[str], owner: str, device: str | None, console: Console,
-              max_cells: int | None = None) -> list[str]:
+              max_cells: int | None = None, process_wide: bool = False) -> list[str]:
     """Claim and run the given cells of the grid, in order, that no other runner finished or holds; the cells
     this runner ran. Every executor's runner is this function: in this process, a SLURM job or a Ray task."""
     cells = {cell.cell_id: cell for cell in grid.cells if cell.cell_id in set(cell_ids)}
@@ -523,7 +526,7 @@ def run_cells(grid: Grid, cell_ids: Sequence[str], owner: str, device: str | Non
             taken = f" (taken over from {claimed['taken_over_from']})" if claimed["taken_over_from"] else ""
             console.print(f"[bold]cell {cell.cell_id}[/]{taken}")
             try:
-                _run_cell(grid, cell, store, queue, owner, device, console)
+                _run_cell(grid, cell, store, queue, owner, device, console, process_wide)
             except PreemptedError:  # SIGTERM: this runner stops; the cell is handed back below
                 raise
             except Exception as error:  # one failed cell does not stop the grid; its error is stored
@@ -542,7 +545,7 @@ def run_cells(grid: Grid, cell_ids: Sequence[str], owner: str, device: str | Non
 
 
 def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, queue: CellQueue, owner: str, device: str | None,
-              console: Console) -> None:
+              console: Console, process_wide: bool) -> None:
     from augbench.evaluate.evaluate import evaluate
     from augbench.train.pretrain import pretrain  # Lightning: imported once a cell runs, not to check a grid
 
@@ -556,7 +559,7 @@ def _run_cell(grid: Grid, cell: Cell, store: ResultsStore, queue: CellQueue, own
     else:
         if status:
             console.print(f"  resuming {run.run_dir} (state {status['state']})")
-        pretrain(run)
+        pretrain(run, process_wide=process_wide)
     encoder_file = run.run_dir / ENCODER_FILE
     store.record_run(
         {"run_name": cell.run_name, "method": cell.method, "dataset": cell.dataset, "seed": cell.seed,

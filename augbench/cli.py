@@ -40,7 +40,7 @@ def _pretrain(args: argparse.Namespace) -> None:
 
     from augbench.train.pretrain import pretrain
 
-    run = pretrain(config)
+    run = pretrain(config, process_wide=True)  # this process trains and nothing else
     if rank_zero_only.rank == 0:  # under DDP every process returns here; one reports
         console.print(f"finished: encoder at {run.directory / 'encoder.safetensors'}")
 
@@ -81,7 +81,7 @@ def _quickstart(args: argparse.Namespace) -> None:
     from augbench.quickstart import PRESETS, quickstart
 
     quickstart(Path(args.output_dir), args.overrides, console=console, seeds=args.seeds,
-               presets=args.presets or PRESETS)
+               presets=args.presets or PRESETS, process_wide=True)
 
 
 def _preset_list(text: str) -> list[str]:
@@ -125,7 +125,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                       f"{len(grid.cells)} cells in {grid.directory} ({stored}). Nothing was run.")
         return 0
     result = run_benchmark(args.config, small=args.small, overrides=args.overrides, device=args.device,
-                           max_cells=args.max_cells, console=console, executor=args.executor)
+                           max_cells=args.max_cells, console=console, executor=args.executor, process_wide=True)
     if not result.results.empty:
         console.print(benchmark_table(result.results, title=f"{result.directory} (mean ± std over seeds)"))
     states = ", ".join(f"{count} {state}" for state, count in sorted(result.states.items()))

@@ -78,7 +78,7 @@ class SlurmCells:
         import submitit
 
         token = f"slurm-{submitit.JobEnvironment().job_id}"  # the same across requeues of this job
-        return run_cells(self.grid, cell_ids, owner_id(token), self.device, Console())
+        return run_cells(self.grid, cell_ids, owner_id(token), self.device, Console(), process_wide=True)
 
     def checkpoint(self, cell_ids: list[str]):
         from submitit.helpers import DelayedSubmission
@@ -164,4 +164,4 @@ def _ray_cells(grid: Grid, cell_ids: list[str], device: str | None) -> list[str]
     import ray
 
     token = f"ray-{ray.get_runtime_context().get_task_id()}"  # the same across retries of this task
-    return run_cells(grid, cell_ids, owner_id(token), device, Console(quiet=True))
+    return run_cells(grid, cell_ids, owner_id(token), device, Console(quiet=True), process_wide=True)

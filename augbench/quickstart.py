@@ -24,7 +24,8 @@ from augbench.config import ConfigError, shipped_config
 from augbench.evaluate.evaluate import evaluate
 from augbench.models.backbones import build_backbone
 from augbench.models.io import load_encoder
-from augbench.train.pretrain import CONFIG_FILE, config_changes, load_config, pretrain, read_status
+from augbench.train.config import CONFIG_FILE, config_changes, load_config, read_status
+from augbench.train.pretrain import pretrain
 
 PRESETS = ("moco_v2",)
 SUITE = "quick"
@@ -36,12 +37,13 @@ def quickstart(
     console: Console | None = None,
     seeds: Sequence[int] = (0,),
     presets: Sequence[str] = PRESETS,
+    process_wide: bool = False,
 ) -> pd.DataFrame:
     """Pretrain `presets` (names in configs/methods/) with each of `seeds`, evaluate them and a random encoder;
     write results.csv and results.md (with several seeds, each cell is the median over seeds and its range).
 
     `overrides` (dot-list) apply to every run, e.g. a shorter schedule for a smoke test. Runs are named
-    `<preset>_seed<N>` in `output_dir`.
+    `<preset>_seed<N>` in `output_dir`. `process_wide`: as `augbench.pretrain`'s.
     """
     console = console or Console()
     start = time.perf_counter()
@@ -54,7 +56,8 @@ def quickstart(
             )
             world = [f"dataset_overrides.world={config.data.world}",
                      f"dataset_overrides.image_size={config.data.image_size}"]
-            results.append(evaluate(_trained(config, console), SUITE, name=preset, overrides=world).assign(seed=seed))
+            encoder = _trained(config, console, process_wide)
+            results.append(evaluate(encoder, SUITE, name=preset, overrides=world).assign(seed=seed))
         torch.manual_seed(seed)
         random = evaluate(build_backbone(config.model), SUITE, name="random", overrides=world)
         results.append(random.assign(seed=seed))
@@ -69,12 +72,12 @@ def quickstart(
     return results
 
 
-def _trained(config, console: Console):
+def _trained(config, console: Console, process_wide: bool):
     """The run's encoder: the finished run in its directory if it has this config, else trained now."""
     status = read_status(config.run_dir)
     if not (status and status["state"] == "finished"):
         console.rule(f"pretraining {config.name}")
-        return pretrain(config).encoder
+        return pretrain(config, process_wide=process_wide).encoder
     changed = config_changes(config.run_dir / CONFIG_FILE, config)
     if changed:
         raise ConfigError(f"{config.run_dir}: holds a finished run with another config (differs at {changed}); "

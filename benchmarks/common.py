@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from augbench.data.shapes_world import ShapesWorldConfig, load_shapes_world
+from augbench.train.config import PretrainConfig, load_config
 from augbench.train.memory import keep_freed_memory
-from augbench.train.pretrain import PretrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

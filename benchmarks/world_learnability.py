@@ -26,7 +26,8 @@ import torch
 from augbench.config import shipped_config
 from augbench.evaluate.evaluate import evaluate
 from augbench.models.backbones import build_backbone
-from augbench.train.pretrain import load_config, pretrain
+from augbench.train.config import load_config
+from augbench.train.pretrain import pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 FLAT = ["textures=[flat]", "backgrounds=[flat]", "hue_palette=12", "saturation=[0.8,0.8]", "value=[0.9,0.9]",
@@ -53,7 +54,7 @@ def measure(design: str, settings: list[str], seed: int, preset: str, epochs: in
         torch.manual_seed(seed)
         encoder, who = build_backbone(config.model), "random"
     else:
-        encoder, who = pretrain(config).encoder, preset
+        encoder, who = pretrain(config, process_wide=True).encoder, preset
     trained = time.time() - start
     overrides = [f"tasks=[{TASKS}]", *[f"dataset_overrides.{s}" for s in settings]]
     results = evaluate(encoder, "quick", name=who, overrides=overrides, progress=False)

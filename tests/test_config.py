@@ -4,9 +4,12 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
+from augbench.augment.recipes import TwoViewConfig
 from augbench.config import Polymorphic, Source, compose, shipped_config
+from augbench.data.shapes_world import ShapesWorldConfig
 from augbench.errors import ConfigError
-from augbench.train.pretrain import load_config
+from augbench.methods import METHODS, Method
+from augbench.train.config import MonitorConfig, PretrainConfig, TrainerConfig, load_config
 
 
 def _write(path, text):
@@ -144,6 +147,9 @@ def test_the_scaling_and_checkpoint_keys_are_validated():
     assert (config.trainer.devices, config.trainer.num_nodes, config.trainer.sync_batchnorm) == (8, 2, True)
     with pytest.raises(ConfigError, match=r"command line: trainer: checkpoint_every_n_steps=-1: must be 0 \(off\)"):
         load_config(overrides=["trainer.checkpoint_every_n_steps=-1"])
+    for kept in ("0", "-2"):
+        with pytest.raises(ConfigError, match=rf"trainer: keep_epoch_checkpoints={kept}: must be positive"):
+            load_config(overrides=[f"trainer.keep_epoch_checkpoints={kept}"])
     with pytest.raises(ConfigError, match=r"command line: trainer.sync_batchnorm: Value 'sometimes'"):
         load_config(overrides=["trainer.sync_batchnorm=sometimes"])
     with pytest.raises(ConfigError, match=r"command line: trainer.collapse_treshold: Key 'collapse_treshold' not in"):
@@ -233,3 +239,29 @@ def test_a_section_can_be_polymorphic_on_another_key_implied_by_its_settings_or_
         _drawing({"figure": {"corners": 4}})
     with pytest.raises(ConfigError, match=r"^file1: radius: moved to figure.radius$"):
         _drawing({"pen": "wide"}, {"radius": 2.0})
+
+
+@dataclass
+class _StagewiseConfig:
+    """A method config train/ has never heard of, declaring what HAI declares (augbench.methods.base)."""
+
+    name: str = "stagewise"
+
+    def runs_backbone_by_stage(self) -> str:
+        return "method.name=stagewise"
+
+    def missing_features(self) -> str:
+        return "stagewise never computes"
+
+
+def test_the_trainer_checks_what_a_method_config_declares_not_its_type(monkeypatch):
+    monkeypatch.setitem(METHODS, "stagewise", (_StagewiseConfig, Method))
+
+    def pretrain_config(**sections):
+        return PretrainConfig(data=ShapesWorldConfig(), method=_StagewiseConfig(), augment=TwoViewConfig(), **sections)
+
+    with pytest.raises(ValueError, match=r"compiles the backbone's forward, which method\.name=stagewise never calls"):
+        pretrain_config(trainer=TrainerConfig(compile_model=True))
+    with pytest.raises(ValueError, match="reads the encoder's features, which stagewise never computes"):
+        pretrain_config(monitor=MonitorConfig(label="shape", online_linear=True))
+    assert pretrain_config().method.name == "stagewise"  # declared, but nothing asked for either

@@ -5,7 +5,8 @@ import pytest
 import yaml
 
 from augbench.config import shipped_config
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 FAIR = shipped_config("fair")

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -257,8 +260,9 @@ def shift_hue(images: Tensor, turns: Tensor, out: Tensor | None = None) -> Tenso
     The result goes to `out` when given, which may be `images` itself. On
     contiguous float32 CPU images of 64×64 pixels or more, the rotation's
     thirty elementwise passes run as a few loops that torch.compile fuses
-    (`_CompiledHueRotation`; `compile_hue_rotation` switches it); anywhere
-    else, or where compiling fails, as eager ops (`_rotate_hue`).
+    (`_CompiledHueRotation`; `compiled_hue_rotation(False)` turns it off
+    for a block); anywhere else, or where compiling fails, as eager ops
+    (`_rotate_hue`).
     """
     if not _compiled_hue_rotation.usable(images):
         return _rotate_hue(images, turns, out)
@@ -334,11 +338,12 @@ class _CompiledHueRotation:
     min_pixels = 64 * 64
 
     def __init__(self):
-        self.enabled = True
+        self.compiles = True  # until compiling fails: then never tried again in this process
         self._compiled = None  # compiled on first use: importing torch.compile's machinery alone takes 1-3 s
 
     def usable(self, images: Tensor) -> bool:
-        return (self.enabled and images.device.type == "cpu" and images.dtype == torch.float32
+        return (self.compiles and _HUE_ROTATION_COMPILED.get() and images.device.type == "cpu"
+                and images.dtype == torch.float32
                 and images.shape[-2] * images.shape[-1] >= self.min_pixels and images.is_contiguous()
                 and not images.requires_grad)
 
@@ -348,7 +353,7 @@ class _CompiledHueRotation:
         try:
             return self._compiled(images, turns)
         except Exception as error:  # torch.compile's failures vary by platform (no C++ compiler, no headers, ...)
-            self.enabled = False
+            self.compiles = False
             reason = str(error).splitlines()[0] if str(error) else ""
             warnings.warn(f"augbench: compiling the hue rotation failed ({type(error).__name__}: {reason}); the colour "
                           f"jitter runs as eager ops from here on: the same maths, slower. "
@@ -357,11 +362,19 @@ class _CompiledHueRotation:
 
 
 _compiled_hue_rotation = _CompiledHueRotation()
+# A context variable, not a module flag: the choice holds for the block that makes it (a pretraining call's
+# `trainer.compile_augmentation`), and the rest of the process keeps the default.
+_HUE_ROTATION_COMPILED: ContextVar[bool] = ContextVar("hue_rotation_compiled", default=True)
 
 
-def compile_hue_rotation(enabled: bool) -> None:
-    """Whether `shift_hue` runs compiled where it can (the default; `trainer.compile_augmentation` sets it)."""
-    _compiled_hue_rotation.enabled = enabled
+@contextmanager
+def compiled_hue_rotation(enabled: bool) -> Iterator[None]:
+    """Whether `shift_hue` runs compiled where it can inside this block; outside any such block it does."""
+    token = _HUE_ROTATION_COMPILED.set(enabled)
+    try:
+        yield
+    finally:
+        _HUE_ROTATION_COMPILED.reset(token)
 
 
 class Grayscale(Op):

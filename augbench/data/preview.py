@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from augbench.config import compose, read_sources
 from augbench.data import dataset_config_type, load_split
@@ -28,7 +26,10 @@ def preview(name: str, output: Path | None = None, split: str = "train", overrid
     dataset = load_split(config, split)
     columns = 8
     rows = (min(count, len(dataset)) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), squeeze=False)
+    # A Figure on its own Agg canvas, not pyplot: rendering a file leaves the process's matplotlib backend alone.
+    figure = Figure(figsize=(columns * 1.6, rows * 1.9))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
         if index >= min(count, len(dataset)):
@@ -38,5 +39,4 @@ def preview(name: str, output: Path | None = None, split: str = "train", overrid
         axis.set_title("\n".join(names[:2]), fontsize=7)
     figure.tight_layout()
     figure.savefig(output, dpi=100)
-    plt.close(figure)
     return output

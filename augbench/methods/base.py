@@ -1,4 +1,16 @@
-"""What every method is to the trainer: views in, a dict of losses and logs out."""
+"""What every method is to the trainer: views in, a dict of losses and logs out.
+
+A method's config may also tell the trainer, through optional methods that the
+trainer asks for by name (so that train/ names no method):
+
+- `check_views(views)`: refuse an `augment` section the config contradicts
+  (HAI: an assignment to an untapped stage).
+- `runs_backbone_by_stage() -> str | None`: the setting under which the method
+  reads the backbone's stages rather than calling its forward (which
+  `trainer.compile_model` compiles), if any.
+- `missing_features() -> str | None`: why the method's forward returns no
+  `features` (which the online linear classifier reads), if it does not.
+"""
 
 from __future__ import annotations
 

@@ -100,16 +100,19 @@ class HAIConfig:
             return {"base_method": OmegaConf.to_object(values).two_branch()}
         return None
 
-    @property
-    def runs_backbone_by_stage(self) -> str:
-        """The setting under which the method reads the backbone's stages rather than calling its forward."""
-        return "method.name=hai"
-
     def check_views(self, views: HierarchicalConfig) -> None:
         for augmentation, stage in views.assignment.items():
             if stage is not None and stage not in self.stages:
                 raise ValueError(f"augment.assignment.{augmentation}={stage}: names stage {stage}, which has no tap; "
                                  f"method.stages={self.stages}")
+
+    def runs_backbone_by_stage(self) -> str | None:
+        return "method.name=hai"
+
+    def missing_features(self) -> str | None:
+        if self.stages[-1] == NUM_STAGES:
+            return None
+        return f"HAI computes only with stage {NUM_STAGES} tapped; method.stages={list(self.stages)}"
 
 
 class StageBranch(nn.Module):

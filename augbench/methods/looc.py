@@ -96,9 +96,7 @@ class LooCConfig:
         if not self.momentum.enabled:
             raise ValueError("momentum.enabled=false: LooC's keys come from a momentum encoder")
 
-    @property
     def runs_backbone_by_stage(self) -> str | None:
-        """The setting under which the method reads the backbone's stages rather than calling its forward, if any."""
         return "method.representation=looc++" if self.representation == "looc++" else None
 
 

@@ -108,7 +108,7 @@ def read_encoder(path: str | Path, *, allow_unfinished: bool = True) -> tuple[nn
     return encoder.eval(), config, origin
 
 
-RUN_STATUS_FILE = "status.json"  # augbench.train.pretrain.STATUS_FILE, not imported: that module imports Lightning
+RUN_STATUS_FILE = "status.json"  # augbench.train.config.STATUS_FILE, not imported: models sit below train
 
 
 def _run_state(run_dir: Path) -> str | None:

@@ -21,10 +21,8 @@ from augbench.augment.kinds import implied_kind, views_config_type
 from augbench.config import ConfigError, Polymorphic, changed_keys, compose, read_sources, to_yaml
 from augbench.data import DATASETS, dataset_config_type
 from augbench.methods import check_views, method_config_type, stored_method_name, views_kind
-from augbench.methods.hai import HAIConfig
 from augbench.methods.two_branch import TwoBranchConfig
 from augbench.models.backbones import BackboneConfig
-from augbench.models.taps import NUM_STAGES
 from augbench.optim import OptimConfig
 
 STATUS_FILE = "status.json"
@@ -77,18 +75,24 @@ class TrainerConfig:
     Distributed training: `devices` per node, `num_nodes`, `strategy=ddp` and
     `sync_batchnorm` (BatchNorm statistics over the global batch; CUDA only in
     torch). `checkpoint_every_n_steps` (0: off) keeps the latest step
-    checkpoint for resuming preempted runs. `collapse_threshold` is the
-    embedding std below which training warns of representation collapse.
+    checkpoint for resuming preempted runs. `keep_epoch_checkpoints` is how
+    many of the newest epoch checkpoints (one every `checkpoint_every_n_epochs`
+    epochs) stay on disk, older ones being deleted as new ones are written;
+    -1 keeps all. last.ckpt, always the newest state, is kept besides them.
+    `collapse_threshold` is the embedding std below which training warns of
+    representation collapse.
     `precision` is Lightning's, or `auto`: bf16 autocast where the device
     multiplies bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
     AMX), fp32 elsewhere, where bf16 is emulated and slower than fp32.
     `keep_freed_memory` keeps freed host memory in the process for the next
     step instead of returning it to the kernel (glibc only; see
-    `augbench.train.memory`); it applies to the whole process.
+    `augbench.train.memory`); it applies to the whole process for the rest of
+    its life, so only where the caller lets it: the command line does,
+    `augbench.pretrain(..., process_wide=True)` does, a plain call does not.
     `compile_augmentation` fuses the colour jitter's hue rotation into one
     torch.compile'd kernel on CPU images of 64 px and more (15-25 s of
     compilation once per process, then 1.2-1.5x faster augmentation; see
-    `augbench.augment.ops.shift_hue`); it too applies to the whole process.
+    `augbench.augment.ops.shift_hue`), for this run's training only.
     `compile_model` runs the backbone and its momentum copies through
     torch.compile (see `augbench.train.module.compile_backbones`): it fuses
     BatchNorm, ReLU and residual adds around the convolutions, once per run
@@ -108,6 +112,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     checkpoint_every_n_epochs: int = 1
     checkpoint_every_n_steps: int = 100
+    keep_epoch_checkpoints: int = 2
     sync_batchnorm: bool = False
     collapse_threshold: float = 0.01
     deterministic: bool = False
@@ -124,6 +129,10 @@ class TrainerConfig:
             raise ValueError("set max_epochs or max_steps to a positive number")
         if self.checkpoint_every_n_steps < 0:
             raise ValueError(f"checkpoint_every_n_steps={self.checkpoint_every_n_steps}: must be 0 (off) or positive")
+        # Lightning writes last.ckpt at an epoch's end only along with an epoch checkpoint, so at least one is kept.
+        if self.keep_epoch_checkpoints == 0 or self.keep_epoch_checkpoints < -1:
+            raise ValueError(f"keep_epoch_checkpoints={self.keep_epoch_checkpoints}: must be positive, or -1 to keep "
+                             "every epoch's checkpoint")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not a precision Lightning knows; accepted: "
                              f"{', '.join(PRECISIONS)}")
@@ -179,9 +188,9 @@ class PretrainConfig:
             if self.method.label not in known:
                 raise ValueError(f"method.label={self.method.label!r} is not a label of {self.data.name}; known: "
                                  f"{list(known)}")
-        if self.monitor.online_linear and isinstance(self.method, HAIConfig) and self.method.stages[-1] != NUM_STAGES:
-            raise ValueError(f"monitor.online_linear=true reads the encoder's features, which HAI computes only with "
-                             f"stage {NUM_STAGES} tapped; method.stages={list(self.method.stages)}")
+        missing_features = _declared(self.method, "missing_features")
+        if self.monitor.online_linear and missing_features:
+            raise ValueError(f"monitor.online_linear=true reads the encoder's features, which {missing_features}")
         check_views(self.method, self.augment)
         background = getattr(self.augment, "background", "none")
         if background != "none" and "foreground" not in known:
@@ -190,7 +199,7 @@ class PretrainConfig:
         if self.trainer.sync_batchnorm and getattr(self.method, "shuffle_bn", 0) > 1:
             raise ValueError(f"trainer.sync_batchnorm=true makes BatchNorm statistics global, which undoes "
                              f"method.shuffle_bn={self.method.shuffle_bn}; choose one (MoCo v2+ and BYOL use SyncBN)")
-        stagewise = getattr(self.method, "runs_backbone_by_stage", None)
+        stagewise = _declared(self.method, "runs_backbone_by_stage")
         if self.trainer.compile_model and stagewise:
             raise ValueError(f"trainer.compile_model=true compiles the backbone's forward, which {stagewise} never "
                              "calls: it runs the backbone stage by stage; set trainer.compile_model=false")
@@ -198,6 +207,12 @@ class PretrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+def _declared(method: Any, hook: str) -> str | None:
+    """What the method config declares through its optional `hook` (augbench.methods.base lists them), or None."""
+    declare = getattr(method, hook, None)
+    return declare() if declare is not None else None
 
 
 def check_runnable(config: PretrainConfig) -> None:

@@ -20,16 +20,20 @@ features are detached, so the encoder trains exactly as without it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from augbench.data import ImageDataset
 from augbench.errors import ConfigError
 from augbench.evaluate.features import extract_features
 from augbench.evaluate.protocols import KNNConfig, knn_predict
-from augbench.train.config import MonitorConfig
+from augbench.methods.base import Method
+from augbench.train.config import MonitorConfig, PretrainConfig
 
 
 class ProbeMonitor(Callback):
@@ -64,6 +68,31 @@ class ProbeMonitor(Callback):
                 predictions["linear"] = classifier(queries.to(device)).argmax(dim=1).cpu()
         return {name: (predicted == self.queries.labels).float().mean().item() * 100
                 for name, predicted in predictions.items()}
+
+
+def num_classes(train: ImageDataset, label: str, key: str) -> int:
+    """The number of classes of the class label `label` (set by config key `key`) in the training split: its
+    largest value + 1."""
+    values = train.labels[label]
+    if values.is_floating_point() or values.ndim != 1:
+        raise ConfigError(f"{key}={label!r} is not a class label of {train.name} (it holds "
+                          f"{'floats' if values.is_floating_point() else f'{values.ndim}-d values'}); "
+                          "choose a label of integer classes")
+    return int(values.max()) + 1
+
+
+def online_linear(config: PretrainConfig, method: Method, train: ImageDataset) -> dict[str, Any]:
+    """PretrainModule's online classifier arguments: a linear layer from the encoder's features to every class
+    of the label in the training split."""
+    label = config.monitor.label
+    encoder = method.encoder()
+    was_training = encoder.training
+    with torch.no_grad():  # in eval mode, so measuring the feature width changes no BatchNorm statistic
+        width = encoder.eval()(torch.zeros(2, 3, train.image_size, train.image_size)).shape[1]
+    encoder.train(was_training)
+    classes = num_classes(train, label, "monitor.label")
+    lr = config.monitor.online_linear_lr or (1e-3 if config.optim.name == "adamw" else 0.1)
+    return {"online_classifier": nn.Linear(width, classes), "online_label": label, "online_lr": lr}
 
 
 class _Sample:

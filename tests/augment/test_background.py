@@ -4,7 +4,8 @@ import torch
 from augbench.augment.background import BackgroundAugmentation
 from augbench.augment.recipes import TwoViewConfig
 from augbench.data.shapes_world import ShapesWorldConfig, load_shapes_world
-from augbench.train.pretrain import load_config, pretrain
+from augbench.train.config import load_config
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 

@@ -8,7 +8,14 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.ops import roi_align
 
-from augbench.augment.ops import ColorJitter, RandomResizedCrop, _rotate_hue, compile_hue_rotation, shift_hue
+from augbench.augment.ops import (
+    _HUE_ROTATION_COMPILED,
+    ColorJitter,
+    RandomResizedCrop,
+    _rotate_hue,
+    compiled_hue_rotation,
+    shift_hue,
+)
 
 
 def test_enlarging_crops_sample_as_roi_align_does():
@@ -75,13 +82,14 @@ def test_compiled_hue_rotation_agrees_with_eager_ops_and_torchvision_whatever_th
     assert torch.equal(written_over, compiled)
 
 
-def test_switching_the_compiled_hue_rotation_off_gives_the_eager_ops():
+def test_switching_the_compiled_hue_rotation_off_gives_the_eager_ops_inside_the_block_alone():
     images, turns = torch.rand(4, 3, 64, 64), torch.linspace(-0.4, 0.4, 4)
-    compile_hue_rotation(False)
-    try:
+    with compiled_hue_rotation(False):
         assert torch.equal(shift_hue(images, turns), _rotate_hue(images, turns))
-    finally:
-        compile_hue_rotation(True)
+        with compiled_hue_rotation(True):
+            assert _HUE_ROTATION_COMPILED.get()
+        assert not _HUE_ROTATION_COMPILED.get()
+    assert _HUE_ROTATION_COMPILED.get()
 
 
 def test_without_a_cpp_compiler_the_hue_rotation_warns_and_falls_back_to_eager_ops(tmp_path):

@@ -30,8 +30,9 @@ from augbench.files import RunLock, StorageError, write_atomic
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import save_encoder
 from augbench.train.checkpoint import AtomicCheckpointIO, CheckpointError, safe_load
-from augbench.train.config import ACCELERATORS, PRECISIONS
-from augbench.train.pretrain import load_config, newest_checkpoint, pretrain, read_status
+from augbench.train.config import ACCELERATORS, PRECISIONS, load_config, read_status
+from augbench.train.pretrain import pretrain
+from augbench.train.run_dir import newest_checkpoint
 from tests.conftest import REPO, TINY_OVERRIDES
 from tests.test_benchmark import TASK, TINY_PRETRAIN
 

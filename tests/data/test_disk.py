@@ -29,7 +29,8 @@ from augbench.data.disk import (
 )
 from augbench.data.subsets import SubsetConfig, apply_subset, subset
 from augbench.errors import DataError
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 from tests.data.layouts import (
     PALETTE,

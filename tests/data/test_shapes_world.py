@@ -139,7 +139,7 @@ def test_bad_settings_name_the_key(settings, message):
 
 
 def test_unknown_dataset_name_is_reported_with_the_known_ones(tmp_path):
-    from augbench.train.pretrain import load_config
+    from augbench.train.config import load_config
 
     with pytest.raises(ConfigError, match=r"data.name='cifar11' is unknown; known datasets"):
         load_config(overrides=["data.name=cifar11"])

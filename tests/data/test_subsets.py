@@ -12,7 +12,7 @@ from augbench.data.subsets import (
     subset,
 )
 from augbench.errors import ConfigError, DataError
-from augbench.train.pretrain import load_config
+from augbench.train.config import load_config
 from tests.conftest import REPO
 
 BALANCED_LABELS = np.repeat(np.arange(10), 50)  # 10 classes × 50

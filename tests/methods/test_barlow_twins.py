@@ -8,7 +8,8 @@ from augbench.methods import build_method
 from augbench.methods.barlow_twins import BarlowTwinsConfig, BarlowTwinsMethod
 from augbench.methods.losses import cross_correlation
 from augbench.models.backbones import build_backbone
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 

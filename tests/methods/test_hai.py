@@ -13,7 +13,8 @@ from augbench.methods import build_method
 from augbench.methods.losses import cross_correlation, info_nce, normalized_mse
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.taps import forward_to_stage
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 PRESETS = ("hai_moco_v2", "hai_byol", "hai_simclr", "hai_simsiam", "hai_barlow_twins")

@@ -12,7 +12,8 @@ from augbench.methods import build_method
 from augbench.methods.looc import LooCConfig, LooCMethod, leave_one_out_info_nce, space_masks
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import load_encoder, save_encoder
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 

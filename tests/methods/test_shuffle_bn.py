@@ -9,7 +9,7 @@ from augbench.errors import ConfigError
 from augbench.methods import build_method
 from augbench.methods.shuffle_bn import SplitBatchNorm1d, SplitBatchNorm2d, shuffled, split_batchnorm
 from augbench.models.backbones import BackboneConfig, build_backbone
-from augbench.train.pretrain import load_config
+from augbench.train.config import load_config
 
 
 def test_each_sub_batch_is_normalised_with_its_own_statistics_and_the_running_ones_average_them():

@@ -9,7 +9,8 @@ from augbench.methods import build_method
 from augbench.methods.supervised import SupervisedMethod
 from augbench.models.backbones import build_backbone
 from augbench.models.io import load_encoder
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 

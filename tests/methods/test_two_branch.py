@@ -11,7 +11,7 @@ from augbench.errors import ConfigError
 from augbench.methods import build_method
 from augbench.methods.losses import info_nce, normalized_mse
 from augbench.models.backbones import BackboneConfig, build_backbone
-from augbench.train.pretrain import load_config
+from augbench.train.config import load_config
 
 PRESETS = ("moco_v2", "byol", "simclr", "simsiam")
 

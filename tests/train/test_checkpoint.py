@@ -14,7 +14,8 @@ from augbench.config import shipped_config
 from augbench.errors import CheckpointError, DivergedError
 from augbench.models.io import load_encoder
 from augbench.train.checkpoint import AtomicCheckpointIO, restore_rng_state, rng_state, safe_load
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 

@@ -10,8 +10,9 @@ from augbench.augment.views import to_float
 from augbench.config import ConfigError, shipped_config
 from augbench.methods import build_method
 from augbench.models.backbones import build_backbone
+from augbench.train.config import load_config
 from augbench.train.module import compile_backbones
-from augbench.train.pretrain import load_config, pretrain
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 
 # The momentum copies each preset makes of its backbone, by attribute path.

@@ -30,7 +30,7 @@ from augbench.config import shipped_config
 from augbench.methods import build_method
 from augbench.models.backbones import build_backbone
 from augbench.optim import build_optimizer
-from augbench.train.pretrain import load_config, read_status
+from augbench.train.config import load_config, read_status
 from tests.conftest import REPO, TINY_OVERRIDES
 
 # Shipped configs; the study's MoCo v2+ (fair step 06) enqueues one view's keys per step, drawn at random: every

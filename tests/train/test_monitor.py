@@ -17,8 +17,9 @@ from augbench.methods import build_method
 from augbench.models.backbones import BackboneConfig, build_backbone
 from augbench.models.io import load_encoder
 from augbench.train.checkpoint import safe_load
+from augbench.train.config import load_config
 from augbench.train.monitor import MonitorConfig, ProbeMonitor
-from augbench.train.pretrain import load_config, pretrain
+from augbench.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
 from tests.data.layouts import write_tree
 

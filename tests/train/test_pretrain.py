@@ -1,15 +1,24 @@
+import importlib
 import importlib.util
 import json
+import logging
 import warnings
 
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
+import augbench.train.pretrain
+import augbench.train.quiet
+from augbench.augment.ops import _HUE_ROTATION_COMPILED
+from augbench.cli import main
 from augbench.config import shipped_config
 from augbench.errors import ConfigError
 from augbench.models.io import load_encoder
-from augbench.train.pretrain import load_config, pretrain, read_status, resolve_precision
+from augbench.train.config import load_config, read_status, resolve_precision
+from augbench.train.pretrain import pretrain
+from augbench.train.quiet import TIP_LOGGERS
 from tests.conftest import TINY_OVERRIDES
 
 PRESETS = ("moco_v2", "byol", "simclr", "simsiam")
@@ -144,6 +153,48 @@ def test_lightning_messages_that_ask_nothing_of_the_user_are_left_out(tmp_path, 
     assert not [m for m in messages if "LeafSpec" in m or "on_after_batch_transfer" in m]
     printed = "".join(capfd.readouterr())
     assert "train/loss" in printed and "Tip:" not in printed and "v_num" not in printed
+
+
+def test_importing_the_training_stack_installs_no_logging_filter():
+    def filters():
+        return {name: list(logger.filters) for name, logger in logging.root.manager.loggerDict.items()
+                if getattr(logger, "filters", None)}
+
+    before = filters()
+    for module in (augbench.train.quiet, augbench.train.pretrain):
+        importlib.reload(module)  # runs its body again, as on first import
+    assert filters() == before
+
+
+class _Observe(Callback):
+    """What the process looks like while a run trains."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen = {"hue_compiled": _HUE_ROTATION_COMPILED.get(),
+                     "filters": [list(logging.getLogger(name).filters) for name in TIP_LOGGERS]}
+
+
+def test_a_pretrain_call_changes_the_process_only_while_it_runs_unless_asked(tmp_path, monkeypatch):
+    applied = []
+    monkeypatch.setattr("augbench.train.pretrain.keep_freed_memory", lambda: applied.append(True))
+    filters = [list(logging.getLogger(name).filters) for name in TIP_LOGGERS]
+    observe = _Observe()
+    pretrain(_config("moco_v2", tmp_path / "api", "trainer.compile_augmentation=false"), callbacks=[observe])
+    assert observe.seen["hue_compiled"] is False and _HUE_ROTATION_COMPILED.get() is True
+    assert observe.seen["filters"] != filters and [list(logging.getLogger(name).filters)
+                                                   for name in TIP_LOGGERS] == filters
+    assert not applied  # glibc's malloc settings: for the whole process, so only when asked
+    pretrain(_config("moco_v2", tmp_path / "opted_in"), process_wide=True)
+    assert applied == [True]
+    moco = str(shipped_config("methods/moco_v2.yaml"))
+    assert main(["pretrain", moco, *TINY_OVERRIDES, f"output_dir={tmp_path}", "name=cli",
+                 "method.queue_size=32"]) == 0
+    assert applied == [True, True]
+    pretrain(_config("moco_v2", tmp_path / "declined", "trainer.keep_freed_memory=false"), process_wide=True)
+    assert applied == [True, True]
 
 
 def test_wandb_logs_the_run_offline_and_a_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from augbench.config import shipped_config
-from augbench.train.pretrain import load_config, pretrain, read_status
+from augbench.train.config import load_config, read_status
+from augbench.train.pretrain import pretrain
 from augbench.train.sampler import ResumableBatchSampler
 from tests.conftest import REPO, TINY_OVERRIDES
 
@@ -100,6 +101,26 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights(preset, tmp_path):
     _assert_identical(_final_state(resumed.directory), _final_state(reference.directory))
 
 
+def test_a_run_keeps_its_newest_epoch_checkpoints_and_goes_on_deleting_older_ones_after_a_resume(tmp_path):
+    # 4 steps an epoch, 3 epochs; stopped at step 10, after epochs 0 and 1, and resumed from step 9's checkpoint.
+    three_epochs = ["trainer.max_steps=12"]
+    reference = pretrain(load_config(shipped_config("methods/moco_v2.yaml"), [
+        *_overrides("methods/moco_v2", tmp_path, "reference"), *three_epochs, "trainer.keep_epoch_checkpoints=-1"])[0])
+    config = load_config(shipped_config("methods/moco_v2.yaml"), [
+        *_overrides("methods/moco_v2", tmp_path, "stopped"), *three_epochs, "trainer.keep_epoch_checkpoints=2"])[0]
+    with pytest.raises(RuntimeError, match="stopped at step 10"):
+        pretrain(config, callbacks=[StopAtStep(10, kill=False)])
+    checkpoints = config.run_dir / "checkpoints"
+    assert sorted(path.name for path in checkpoints.glob("epoch=*")) == ["epoch=0.ckpt", "epoch=1.ckpt"]
+    resumed = pretrain(config)
+    assert sorted(path.name for path in checkpoints.glob("*.ckpt")) == [
+        "epoch=1.ckpt", "epoch=2.ckpt", "last.ckpt", "step=12.ckpt"]
+    assert sorted(path.name for path in (reference.directory / "checkpoints").glob("epoch=*")) == [
+        "epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 12
+    _assert_identical(_final_state(resumed.directory), _final_state(reference.directory))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["methods/moco_v2", "methods/byol"])
 def test_a_run_killed_with_sigkill_at_several_steps_resumes_bit_exactly(preset, tmp_path):
@@ -109,7 +130,7 @@ def test_a_run_killed_with_sigkill_at_several_steps_resumes_bit_exactly(preset, 
     for kill_step in (2, 5, 7):
         script = (
             "import sys; from augbench.config import shipped_config; "
-            "from augbench.train.pretrain import load_config, pretrain; "
+            "from augbench.train.config import load_config; from augbench.train.pretrain import pretrain; "
             "from tests.train.test_resume import StopAtStep; "
             f"config, _ = load_config(shipped_config('{preset}.yaml'), sys.argv[1:]); "
             f"pretrain(config, callbacks=[StopAtStep({kill_step}, kill=True)])"
