@@ -71,6 +71,7 @@ from augbench.train.config import (  # noqa: F401  (re-exported: augbench.train.
     read_status,
     resolve_precision,
 )
+from augbench.train.device_data import DeviceBatches, resolve_on_device
 from augbench.train.memory import keep_freed_memory
 from augbench.train.module import PretrainModule
 from augbench.train.monitor import ProbeMonitor
@@ -145,22 +146,27 @@ def newest_checkpoint(directory: Path) -> Path | None:
 class _TrainData(L.LightningDataModule):
     """Batches from a ResumableBatchSampler; its position (global batches trained) travels in checkpoints."""
 
-    def __init__(self, dataset: ImageDataset, batch_size: int, num_workers: int, seed: int):
+    def __init__(self, dataset: ImageDataset, batch_size: int, num_workers: int, seed: int, on_device="auto"):
         super().__init__()
         self.dataset, self.batch_size, self.num_workers, self.seed = dataset, batch_size, num_workers, seed
+        self.on_device = on_device
         self.next_batch = 0
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         world = self.trainer.world_size
         if self.batch_size % world:
             raise ConfigError(f"trainer.batch_size={self.batch_size} is not divisible by the {world} processes")
         sampler = ResumableBatchSampler(len(self.dataset), self.batch_size, self.seed, self.trainer.global_rank, world)
         sampler.next_batch = self.next_batch
+        device = self.trainer.strategy.root_device
+        if resolve_on_device(self.on_device, self.dataset, device):
+            return DeviceBatches(self.dataset, sampler, device)
         return DataLoader(
             self.dataset,
             batch_sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=device.type == "cuda",
             # Each new iterator draws its workers' base seed from this generator, not the global one: the global
             # generator travels in checkpoints, and a resumed run, which opens its epoch's iterator after the
             # restore, would otherwise be one draw ahead of the uninterrupted run from then on.
@@ -226,9 +232,11 @@ def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback]) -> Run:
             channels_last=config.trainer.channels_last,
             collapse_threshold=config.trainer.collapse_threshold,
             compile_model=config.trainer.compile_model,
+            check_every_n_steps=config.trainer.check_every_n_steps,
             **(_online_linear(config, method, dataset) if config.monitor.online_linear else {}),
         )
-        data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
+        data = _TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed,
+                          config.data.on_device)
         with _quiet_lightning():
             trainer = _build_trainer(config, run_dir, callbacks)
             try:
@@ -306,12 +314,20 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 class _ProgressBar(RichProgressBar):
-    """Rich's bar without `v_num`: a run's logs live in fixed folders (logs/csv, logs/tensorboard), not versions."""
+    """Rich's bar without `v_num` (a run's logs live in fixed folders, logs/csv and logs/tensorboard, not versions),
+    its values updated on check steps (`PretrainModule.check_every_n_steps`)."""
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+    def _update_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning reads the bar's tensors back from the device at every update: during training, only on the
+        # module's check steps, which wait for the device anyway (the bar's counter still moves every step).
+        if trainer.training and not pl_module.is_check_step(trainer.global_step):
+            return
+        super()._update_metrics(trainer, pl_module)
 
 
 def _online_linear(config: PretrainConfig, method: Method, train: ImageDataset) -> dict[str, Any]:
