@@ -95,7 +95,10 @@ def parameter_groups(module: nn.Module, weight_decay: float, exclude_bn_bias: bo
     return groups
 
 
-def build_optimizer(module: nn.Module, config: OptimConfig, global_batch_size: int) -> torch.optim.Optimizer:
+def build_optimizer(module: nn.Module, config: OptimConfig, global_batch_size: int, fused: bool = False
+                    ) -> torch.optim.Optimizer:
+    """`fused`: torch's one-kernel SGD and AdamW steps, for parameters on a CUDA device (the same update as the
+    per-tensor loop, within rounding); timm's LARS has no fused form and ignores it."""
     lr = config.lr * global_batch_size / 256
     fixed_lr = []
     if config.fixed_predictor_lr:
@@ -105,11 +108,11 @@ def build_optimizer(module: nn.Module, config: OptimConfig, global_batch_size: i
     bn_bias_lr = None if config.bn_bias_lr is None else config.bn_bias_lr * global_batch_size / 256
     groups = parameter_groups(module, config.weight_decay, config.exclude_bn_bias, fixed_lr, bn_bias_lr)
     if config.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, fused=fused or None)
     if config.name == "lars":
         # timm's LARS skips the trust ratio for groups without weight decay, which is the exclusion we want.
         return Lars(groups, lr=lr, momentum=config.momentum, trust_coeff=config.trust_coefficient)
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:

@@ -87,6 +87,14 @@ def augbench_config(method: str, size: int, batch: int, width: float) -> Pretrai
     return config
 
 
-def autocast(precision: str):
-    """bf16 autocast on the CPU for "bf16", nothing for "fp32"."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+def autocast(precision: str, device: str = "cpu"):
+    """bf16 autocast on `device` for "bf16", nothing for "fp32"."""
+    return torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def gpu_name(device: str) -> str | None:
+    """The CUDA device's name and memory, for a benchmark's first lines; None on a CPU."""
+    if device != "cuda":
+        return None
+    properties = torch.cuda.get_device_properties(0)
+    return f"{properties.name}, {properties.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"

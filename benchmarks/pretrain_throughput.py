@@ -21,6 +21,12 @@ excluded).
   memory bank, `SplitBatchNorm` + `batch_shuffle` for Shuffle BN, `BYOLProjectionHead` + `BYOLPredictionHead` +
   `NegativeCosineSimilarity`, `update_momentum`; torch SGD or lightly's LARS.
 
+`--device cuda` runs both sides on the GPU: augbench as `augbench pretrain`
+trains there (the split held on the device as uint8, batches drawn by index,
+`data.on_device`; fused SGD/AdamW), lightly's loop with its views copied from
+pinned memory by `--lightly-workers` DataLoader workers (default there: the
+machine's cores). Timings wait for the device (`torch.cuda.synchronize`).
+
 Each side runs in fp32 and under bf16 autocast (`--precisions`); its faster
 setting is its figure, so neither side is held back by a setting the other
 got. Each setting is timed in `--rounds` rounds, the two sides taking turns,
@@ -30,17 +36,27 @@ round builds its side afresh, so lightly's DataLoader workers are gone before
 augbench's turn. Images/s counts source images (two views each). Prints,
 last, the ratios augbench / lightly.
 Usage: python benchmarks/pretrain_throughput.py [--sizes 32 96] [--batch 256] [--width 0.25] [--rounds 2]
+       [--device cpu|cuda] [--lightly-workers N]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from collections.abc import Callable, Iterator
 
 import torch
-from common import add_default_malloc_option, augbench_config, autocast, machine, process_memory, shapes_world_images
+from common import (
+    add_default_malloc_option,
+    augbench_config,
+    autocast,
+    gpu_name,
+    machine,
+    process_memory,
+    shapes_world_images,
+)
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss
 from lightly.models.batchnorm import SplitBatchNorm
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead
@@ -61,38 +77,54 @@ from augbench.optim import build_optimizer, parameter_groups
 METHODS = ("moco_v2", "byol")
 
 
-def timed_steps(step: Callable[[], None], warmup: int, steps: int, batch: int) -> float:
+def timed_steps(step: Callable[[], None], warmup: int, steps: int, batch: int, device: str = "cpu") -> float:
+    wait = torch.cuda.synchronize if device == "cuda" else lambda: None  # a GPU runs behind the host
     for _ in range(warmup):
         step()
+    wait()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    wait()
     return steps * batch / (time.perf_counter() - start)
 
 
+def _device_batches(images: torch.Tensor, batch: int, device: str) -> Iterator[torch.Tensor]:
+    """Shuffled batches drawn by index from `images` held on `device`, as `data.on_device` draws them."""
+    held = images.to(device)
+    generator = torch.Generator().manual_seed(0)
+    while True:
+        order = torch.randperm(len(held), generator=generator).to(device)
+        yield from (held[order[start:start + batch]] for start in range(0, len(held) - batch + 1, batch))
+
+
 def augbench_rate(method: str, images: torch.Tensor, batch: int, width: float, precision: str,
-                  warmup: int, steps: int) -> float:
+                  warmup: int, steps: int, device: str = "cpu") -> float:
     size = images.shape[-1]
     config = augbench_config(method, size, batch, width)
-    model = build_method(config.method, build_backbone(config.model)).to(memory_format=torch.channels_last)
+    model = build_method(config.method, build_backbone(config.model)).to(device, memory_format=torch.channels_last)
     recipe = build_views(config.augment, size)
-    optimizer = build_optimizer(model, config.optim, batch)
-    dataset = ImageDataset("shapes_world", "train", images, {"index": torch.arange(len(images))})
-    batches = _forever(DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True))
+    optimizer = build_optimizer(model, config.optim, batch, fused=device == "cuda")
+    if device == "cuda":
+        batches = _device_batches(images, batch, device)
+    else:  # as `data.on_device=auto` trains on a CPU: a DataLoader in the training process
+        dataset = ImageDataset("shapes_world", "train", images, {"index": torch.arange(len(images))})
+        batches = (item["image"] for item in _forever(DataLoader(dataset, batch_size=batch, shuffle=True,
+                                                                 drop_last=True)))
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:
-        views_input = to_float(next(batches)["image"]).contiguous(memory_format=torch.channels_last)
+        views_input = to_float(next(batches)).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             views = recipe(views_input, generator)
-        with autocast(precision):
+        with autocast(precision, device):
             loss = model(views)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         model.update_target(0.5)
 
-    return timed_steps(step, warmup, steps, batch)
+    return timed_steps(step, warmup, steps, batch, device)
 
 
 class PILDataset(Dataset):
@@ -163,7 +195,7 @@ class LightlyBYOL(nn.Module):
 
 
 def lightly_rate(method: str, images: torch.Tensor, batch: int, width: float, precision: str, workers: int,
-                 warmup: int, steps: int) -> float:
+                 warmup: int, steps: int, device: str = "cpu") -> float:
     size = images.shape[-1]
     config = augbench_config(method, size, batch, width)
     # The same backbone module; lightly's transforms normalise, so the backbone's own normalisation is the identity.
@@ -179,19 +211,20 @@ def lightly_rate(method: str, images: torch.Tensor, batch: int, width: float, pr
         model = LightlyBYOL(backbone, backbone.out_dim)
         groups = parameter_groups(model, 1e-5, exclude_bn_bias=True)
         optimizer = LARS(groups, lr=1.0 * batch / 256, momentum=0.9)
+    model.to(device)
     loader = DataLoader(PILDataset(images, transform), batch_size=batch, shuffle=True, drop_last=True,
-                        num_workers=workers, persistent_workers=workers > 0)
+                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device == "cuda")
     batches = _forever(loader)
 
     def step() -> None:
-        views = next(batches)
-        with autocast(precision):
+        views = [view.to(device, non_blocking=True) for view in next(batches)]
+        with autocast(precision, device):
             loss = model(views)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return timed_steps(step, warmup, steps, batch)
+    return timed_steps(step, warmup, steps, batch, device)
 
 
 def rounds_text(rates: list[float]) -> str:
@@ -210,7 +243,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=float, default=0.25, help="ResNet-18 width (0.25: the quickstart's)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--lightly-workers", type=int, default=1)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--lightly-workers", type=int, default=None,
+                        help="lightly's DataLoader workers (default: 1 on a CPU, which its two cores share with the "
+                             "training process; the machine's cores with --device cuda)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8,
                         help="timed steps per round; 4 were too few on 2 cores (a ratio read 1.05x, at 8 1.58x)")
@@ -219,7 +255,11 @@ def main() -> None:
                              "1.28x where reruns read 1.50x and 1.99x")
     add_default_malloc_option(parser)
     args = parser.parse_args()
+    if args.lightly_workers is None:
+        args.lightly_workers = len(os.sched_getaffinity(0)) if args.device == "cuda" else 1
     print(machine())
+    if args.device == "cuda":
+        print(f"GPU: {gpu_name(args.device)}")
     print(process_memory(args.default_malloc))
     print(f"ResNet-18 width {args.width}, batch {args.batch}, lightly DataLoader workers {args.lightly_workers}")
     ratios = []
@@ -232,10 +272,10 @@ def main() -> None:
                 for _ in range(args.rounds):
                     torch.manual_seed(0)
                     our_rounds.append(augbench_rate(method, images, args.batch, args.width, precision,
-                                                    args.warmup, args.steps))
+                                                    args.warmup, args.steps, args.device))
                     torch.manual_seed(0)
                     their_rounds.append(lightly_rate(method, images, args.batch, args.width, precision,
-                                                     args.lightly_workers, args.warmup, args.steps))
+                                                     args.lightly_workers, args.warmup, args.steps, args.device))
                 ours[precision], theirs[precision] = max(our_rounds), max(their_rounds)
                 print(f"{size:3d} px {method:8s} {precision}: augbench {ours[precision]:7.1f} images/s "
                       f"({rounds_text(our_rounds)}), lightly {theirs[precision]:7.1f} images/s "

@@ -117,3 +117,26 @@ def test_bn_and_biases_take_their_own_scaled_rate_as_barlow_twins_lars():
     weights, bn_and_biases = optimizer.param_groups
     assert weights["lr"] == pytest.approx(1.6) and bn_and_biases["lr"] == pytest.approx(0.0384)
     assert [p.ndim for p in bn_and_biases["params"]] == [1, 1, 1, 1] and bn_and_biases["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_fused_optimiser_takes_the_loops_steps(name):
+    # Fused only on CUDA in training (PretrainModule.configure_optimizers); torch's fused kernels run on a CPU too,
+    # so the update they make is checked against the per-tensor loop here, and on a GPU in tests/train/test_gpu.py.
+    # No bias right before a BatchNorm: its gradient is rounding noise, which Adam's normalisation makes a full step.
+    nn = torch.nn
+    models = [nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 2)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    initial = models[0][0].weight.detach().clone()
+    config = OptimConfig(name=name, lr=0.05, weight_decay=1e-4, exclude_bn_bias=True)
+    optimizers = [build_optimizer(model, config, 256, fused=fused) for model, fused in zip(models, (False, True))]
+    assert [o.defaults["fused"] for o in optimizers] == [None, True]  # not fused: checkpoints as before
+    inputs = torch.randn(5, 16, 4)
+    for batch in inputs:
+        for model, optimizer in zip(models, optimizers):
+            optimizer.zero_grad()
+            model(batch).square().mean().backward()
+            optimizer.step()
+    for loop, fused in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.allclose(loop, fused, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(models[0][0].weight, initial)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from functools import cache
+from typing import Any
 
 from augbench.data.dataset import SPLITS, ImageDataset
 from augbench.data.digits import DIGITS_LABELS, DigitsConfig, load_digits
@@ -39,9 +40,11 @@ def dataset_config_type(name: str) -> type:
 
 @cache
 def _with_subset(config_type: type) -> type:
-    # Every dataset can be subsampled, so the option is added here once instead of to each dataset's config.
+    # Every dataset can be subsampled and held on the training device, so the options are added here once instead
+    # of to each dataset's config. `on_device` (auto | true | false): see augbench.train.device_data.
     subset_field = ("subset", SubsetConfig | None, field(default=None))
-    return make_dataclass(config_type.__name__, [subset_field], bases=(config_type,))
+    on_device_field = ("on_device", Any, field(default="auto"))
+    return make_dataclass(config_type.__name__, [subset_field, on_device_field], bases=(config_type,))
 
 
 def load_split(config, split: str) -> Split:

@@ -6,10 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from augbench.methods.host_counters import HostCounters
+
 QUEUE_INITS = ("random", "empty")
 
 
-class Queue(nn.Module):
+class Queue(HostCounters, nn.Module):
     """A ring buffer of `size` L2-normalised keys (size, dim).
 
     `init="random"` starts it full of random unit vectors, as MoCo's code
@@ -32,13 +34,15 @@ class Queue(nn.Module):
 
     def negatives(self) -> Tensor:
         """The keys held, (min(pushed, size), dim) when started empty; a copy, safe to use across the next push."""
-        return self.keys[: int(self.filled)].clone()
+        return self.keys[: self.host_int("filled")].clone()
 
     @torch.no_grad()
     def push(self, keys: Tensor) -> None:
         """Overwrite the oldest entries with `keys` (B, dim), wrapping around the end."""
         keys = F.normalize(keys.detach(), dim=1)[-len(self.keys) :]
+        filled = self.host_int("filled")
         positions = (self.pointer + torch.arange(len(keys), device=keys.device)) % len(self.keys)
         self.keys[positions] = keys.to(self.keys.dtype)
         self.pointer.copy_((self.pointer + len(keys)) % len(self.keys))
         self.filled.clamp_(max=len(self.keys) - len(keys)).add_(len(keys))
+        self.set_host_int("filled", min(filled, len(self.keys) - len(keys)) + len(keys))

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from augbench.methods.host_counters import HostCounters
+
 
 class _SplitBatchNorm:
     """BatchNorm whose training batches are normalised in `splits` equal, consecutive sub-batches, each with its own
@@ -87,7 +89,7 @@ def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
     return module
 
 
-class ShuffleBN(nn.Module):
+class ShuffleBN(HostCounters, nn.Module):
     """A method's `shuffle_bn` switch: `splits` > 1 sub-batches, or off (0 or 1), where every call passes through.
 
     On, it counts optimiser steps in a buffer, so checkpoints carry it; off,
@@ -111,12 +113,14 @@ class ShuffleBN(nn.Module):
     def encode(self, encode: Callable[[Tensor], Tensor | list[Tensor]], images: Tensor, view: int, views: int
                ) -> Tensor | list[Tensor]:
         """encode(images) of key view `view` of `views` per step, shuffled across the sub-batches when on."""
-        return shuffled(encode, images, views * int(self.steps) + view) if self.on else encode(images)
+        return shuffled(encode, images, views * self.host_int("steps") + view) if self.on else encode(images)
 
     def step(self) -> None:
         """After each optimiser step: the next step draws new permutations."""
         if self.on:
+            steps = self.host_int("steps")
             self.steps += 1
+            self.set_host_int("steps", steps + 1)
 
 
 def shuffled(encode: Callable[[Tensor], Tensor | list[Tensor]], images: Tensor, step: int) -> Tensor | list[Tensor]:

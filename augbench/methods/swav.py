@@ -34,6 +34,7 @@ from augbench.augment.multicrop import MultiCropConfig
 from augbench.augment.views import View
 from augbench.methods.base import Method
 from augbench.methods.distributed import gather_no_grad, rank
+from augbench.methods.host_counters import HostCounters
 from augbench.methods.queue import Queue
 from augbench.models.heads import MLP, ProjectorConfig
 
@@ -103,7 +104,7 @@ class SwAVConfig:
                              f"crops of augment.num_crops={views.num_crops} (indices 0..{total - 1})")
 
 
-class SwAVMethod(Method):
+class SwAVMethod(HostCounters, Method):
     views_kind = "multi_crop"
 
     def __init__(self, backbone: nn.Module, config: SwAVConfig):
@@ -127,7 +128,7 @@ class SwAVMethod(Method):
         if self.steps_per_epoch is None:
             raise RuntimeError("SwAV counts queue_start_epochs and freeze_prototypes_epochs in epochs: call "
                                "set_steps_per_epoch first (the trainer does)")
-        return int(self.step) < epochs * self.steps_per_epoch
+        return self.host_int("step") < epochs * self.steps_per_epoch
 
     def forward(self, views: list[View]) -> dict[str, Tensor]:
         total = len(views)
@@ -169,7 +170,7 @@ class SwAVMethod(Method):
         bank = batch_scores[:0]
         if self.config.queue_size and not self._before_epochs(self.config.queue_start_epochs):
             queue = self.queues[slot]
-            if int(queue.filled) == len(queue.keys):  # SwAV uses the queue once it is full
+            if queue.host_int("filled") == len(queue.keys):  # SwAV uses the queue once it is full
                 bank = queue.negatives().to(scores.dtype) @ self.prototypes.weight.T
             queue.push(gather_no_grad(embeddings))
         codes = sinkhorn(torch.cat([bank, batch_scores]), self.config.epsilon, self.config.sinkhorn_iterations)
@@ -181,6 +182,8 @@ class SwAVMethod(Method):
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     def update_target(self, progress: float) -> dict[str, float]:
+        step = self.host_int("step")
         self.step += 1
+        self.set_host_int("step", step + 1)
         self._normalize_prototypes()
         return {}

@@ -24,6 +24,7 @@ from augbench.methods import check_views, method_config_type, stored_method_name
 from augbench.methods.two_branch import TwoBranchConfig
 from augbench.models.backbones import BackboneConfig
 from augbench.optim import OptimConfig
+from augbench.train.device_data import check_on_device_setting
 
 STATUS_FILE = "status.json"
 CONFIG_FILE = "config.yaml"
@@ -80,7 +81,11 @@ class TrainerConfig:
     epochs) stay on disk, older ones being deleted as new ones are written;
     -1 keeps all. last.ckpt, always the newest state, is kept besides them.
     `collapse_threshold` is the embedding std below which training warns of
-    representation collapse.
+    representation collapse. `check_every_n_steps` is how often that check and
+    the NaN check are read back from the device (null: every step on a CPU,
+    every 25 on a GPU, where a read-back per step idles the device; see
+    `augbench.train.step_checks`): a NaN still stops the run naming the step
+    where it first appeared, and no checkpoint is written after it.
     `precision` is Lightning's, or `auto`: bf16 autocast where the device
     multiplies bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
     AMX), fp32 elsewhere, where bf16 is emulated and slower than fp32.
@@ -115,6 +120,7 @@ class TrainerConfig:
     keep_epoch_checkpoints: int = 2
     sync_batchnorm: bool = False
     collapse_threshold: float = 0.01
+    check_every_n_steps: int | None = None
     deterministic: bool = False
     channels_last: bool = True
     progress_bar: bool = True
@@ -127,6 +133,9 @@ class TrainerConfig:
             raise ValueError(f"batch_size={self.batch_size}: contrastive batches need at least 2 images")
         if self.max_epochs < 1 and self.max_steps < 1:
             raise ValueError("set max_epochs or max_steps to a positive number")
+        if self.check_every_n_steps is not None and self.check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps={self.check_every_n_steps}: must be positive, or null for the "
+                             "device's default")
         if self.checkpoint_every_n_steps < 0:
             raise ValueError(f"checkpoint_every_n_steps={self.checkpoint_every_n_steps}: must be 0 (off) or positive")
         # Lightning writes last.ckpt at an epoch's end only along with an epoch checkpoint, so at least one is kept.
@@ -178,6 +187,7 @@ class PretrainConfig:
 
     def __post_init__(self):
         # Checked here, before data and models are built, not at the first training step or epoch end.
+        check_on_device_setting(self.data.on_device)
         known = DATASETS[self.data.name].labels
         if self.monitor.label is not None and self.monitor.label not in known:
             raise ValueError(f"monitor.label={self.monitor.label!r} is not a label of {self.data.name}; known: "

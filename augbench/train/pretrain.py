@@ -108,9 +108,11 @@ def _pretrain(config: PretrainConfig, callbacks: Sequence[Callback], process_wid
             channels_last=config.trainer.channels_last,
             collapse_threshold=config.trainer.collapse_threshold,
             compile_model=config.trainer.compile_model,
+            check_every_n_steps=config.trainer.check_every_n_steps,
             **(online_linear(config, method, dataset) if config.monitor.online_linear else {}),
         )
-        data = TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed)
+        data = TrainData(dataset, config.trainer.batch_size, config.trainer.num_workers, config.seed,
+                         config.data.on_device)
         with quiet_lightning(), compiled_hue_rotation(config.trainer.compile_augmentation):
             trainer = build_trainer(config, run_dir, callbacks)
             try:

@@ -43,15 +43,21 @@ class ResumableBatchSampler(Sampler[list[int]]):
         start = position * self.global_batch_size
         return self.epoch_order(epoch)[start : start + self.global_batch_size].tolist()
 
-    def __iter__(self) -> Iterator[list[int]]:
-        """The local batches from `next_batch` to the end of its epoch."""
+    def local_slices(self) -> Iterator[tuple[torch.Tensor, slice]]:
+        """The epoch's order and this rank's slice of it, for each local batch from `next_batch` to the end of its
+        epoch: what `__iter__` hands out as lists, and `augbench.train.device_data` reads on the device."""
         epoch = self.next_batch // self.steps_per_epoch
         order = self.epoch_order(epoch)
         while self.next_batch < (epoch + 1) * self.steps_per_epoch:
             start = (self.next_batch % self.steps_per_epoch) * self.global_batch_size
             start += self.rank * self.local_batch_size
             self.next_batch += 1
-            yield order[start : start + self.local_batch_size].tolist()
+            yield order, slice(start, start + self.local_batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """The local batches from `next_batch` to the end of its epoch."""
+        for order, local in self.local_slices():
+            yield order[local].tolist()
 
     def __len__(self) -> int:
         return self.steps_per_epoch

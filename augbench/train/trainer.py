@@ -31,12 +31,20 @@ class CheckpointOnSigterm(Callback):
 
 
 class _ProgressBar(RichProgressBar):
-    """Rich's bar without `v_num`: a run's logs live in fixed folders (logs/csv, logs/tensorboard), not versions."""
+    """Rich's bar without `v_num` (a run's logs live in fixed folders, logs/csv and logs/tensorboard, not versions),
+    its values updated on check steps (`PretrainModule.check_every_n_steps`)."""
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+    def _update_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning reads the bar's tensors back from the device at every update: during training, only on the
+        # module's check steps, which wait for the device anyway (the bar's counter still moves every step).
+        if trainer.training and not pl_module.is_check_step(trainer.global_step):
+            return
+        super()._update_metrics(trainer, pl_module)
 
 
 def build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:

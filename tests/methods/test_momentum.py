@@ -63,3 +63,14 @@ def test_an_unknown_queue_init_is_refused_naming_the_value():
 def test_queue_is_in_the_state_dict():
     queue = Queue(size=4, dim=3)
     assert set(queue.state_dict()) == {"keys", "pointer", "filled"}
+
+
+def test_the_queues_host_copy_of_its_fill_level_follows_pushes_wraparound_and_loads():
+    queue = Queue(10, 4, init="empty")
+    for count in (3, 4, 5, 12, 2):
+        queue.push(torch.randn(count, 4))
+        assert queue.host_int("filled") == int(queue.filled) == len(queue.negatives())
+    fresh = Queue(10, 4, init="empty")
+    assert fresh.host_int("filled") == 0  # read once from the buffer, then kept on the host
+    fresh.load_state_dict(queue.state_dict())  # a resume: the copy is read again from the loaded buffer
+    assert fresh.host_int("filled") == 10 and torch.equal(fresh.negatives(), queue.negatives())

@@ -137,6 +137,7 @@ def test_looc_normalises_in_sub_batches_everywhere_and_shuffles_each_key_view(pr
     steps = int(method.shuffle_bn.steps)
     method.update_target(0.0)
     assert int(method.shuffle_bn.steps) == steps + 1  # a checkpointed counter: a new permutation each step
+    assert method.shuffle_bn.host_int("steps") == steps + 1  # its host copy, which the permutation's seed reads
     assert "shuffle_bn.steps" in method.state_dict()
 
 
