@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from augbench.augment.recipes import TwoViewConfig
 from augbench.config import Polymorphic, Source, compose, shipped_config
-from augbench.data.shapes_world import ShapesWorldConfig
+from augbench.data import dataset_config_type
 from augbench.errors import ConfigError
 from augbench.methods import METHODS, Method
 from augbench.train.config import MonitorConfig, PretrainConfig, TrainerConfig, load_config
@@ -258,7 +258,8 @@ def test_the_trainer_checks_what_a_method_config_declares_not_its_type(monkeypat
     monkeypatch.setitem(METHODS, "stagewise", (_StagewiseConfig, Method))
 
     def pretrain_config(**sections):
-        return PretrainConfig(data=ShapesWorldConfig(), method=_StagewiseConfig(), augment=TwoViewConfig(), **sections)
+        return PretrainConfig(data=dataset_config_type("shapes_world")(), method=_StagewiseConfig(), augment=TwoViewConfig(),
+                              **sections)
 
     with pytest.raises(ValueError, match=r"compiles the backbone's forward, which method\.name=stagewise never calls"):
         pretrain_config(trainer=TrainerConfig(compile_model=True))

@@ -53,7 +53,7 @@ def test_recipe_method_is_refused_with_the_keys_that_replace_it(tmp_path):
 @pytest.mark.parametrize(("preset", "override", "expected"), [
     ("swav", "augment.recipe=moco_v2_32", "method.name=swav trains on augment.views=multi_crop, not two_view"),
     ("looc", "augment.recipe=byol_32", "method.name=looc trains on augment.views=leave_one_out, not two_view"),
-    ("moco_v2", "augment.views=hierarchical", "method.name=siamese trains on augment.views=two_view, not hierarchical"),
+    ("moco_v2", "augment.views=hierarchical", "method.name=moco_v2 trains on augment.views=two_view, not hierarchical"),
     ("hai_byol", "augment.views=multi_crop", "method.name=hai trains on augment.views=hierarchical, not multi_crop"),
 ])
 def test_views_of_another_kind_than_the_method_trains_on_are_one_line_naming_both(preset, override, expected):
