@@ -258,8 +258,8 @@ def test_the_trainer_checks_what_a_method_config_declares_not_its_type(monkeypat
     monkeypatch.setitem(METHODS, "stagewise", (_StagewiseConfig, Method))
 
     def pretrain_config(**sections):
-        return PretrainConfig(data=dataset_config_type("shapes_world")(), method=_StagewiseConfig(), augment=TwoViewConfig(),
-                              **sections)
+        data = dataset_config_type("shapes_world")()
+        return PretrainConfig(data=data, method=_StagewiseConfig(), augment=TwoViewConfig(), **sections)
 
     with pytest.raises(ValueError, match=r"compiles the backbone's forward, which method\.name=stagewise never calls"):
         pretrain_config(trainer=TrainerConfig(compile_model=True))
