@@ -9,7 +9,7 @@ digits' `digit`, `class` on disk; the run's config records the one chosen):
 
     L = CE(W · backbone(view) + b, y)
 
-`views`: `both` (default) puts each of the recipe's views of an image into
+`trained_views`: `both` (default) puts each of the recipe's views of an image into
 the batch as its own sample, so per step the backbone sees, and back-propagates
 through, the same 2B augmented images a symmetric self-supervised preset does:
 the comparison holds the augmented images and the compute equal. `first`
@@ -34,18 +34,18 @@ from torch import Tensor, nn
 from augbench.augment.views import View
 from augbench.methods.base import Method
 
-VIEWS = ("both", "first")
+VIEWS_TRAINED = ("both", "first")
 
 
 @dataclass
 class SupervisedConfig:
     name: str = "supervised"
     label: str | None = None  # null: the dataset's first label (shapes_world: shape, digits: digit, on disk: class)
-    views: str = "both"
+    trained_views: str = "both"
 
     def __post_init__(self):
-        if self.views not in VIEWS:
-            raise ValueError(f"views={self.views!r}: expected one of {VIEWS}")
+        if self.trained_views not in VIEWS_TRAINED:
+            raise ValueError(f"trained_views={self.trained_views!r}: expected one of {VIEWS_TRAINED}")
 
 
 class SupervisedMethod(Method):
@@ -66,7 +66,7 @@ class SupervisedMethod(Method):
         if self.classifier is None or targets is None:
             raise RuntimeError("the supervised method needs set_num_classes() before training and the batch's "
                                f"{self.label!r} labels in forward(); augbench's trainer provides both")
-        used = views if self.config.views == "both" else views[:1]
+        used = views if self.config.trained_views == "both" else views[:1]
         features = [self.backbone(view.images) for view in used]  # (B, D) each
         logits = self.classifier(torch.cat(features))  # (V·B, C)
         targets = targets.repeat(len(used))

@@ -29,7 +29,7 @@ def _log_softmax_ce(logits: np.ndarray, targets: np.ndarray) -> float:
 
 @pytest.mark.parametrize("views", ["both", "first"])
 def test_the_loss_is_the_cross_entropy_of_the_linear_head_over_the_views_it_uses(views):
-    method = _method(f"method.views={views}").eval()  # eval: BN statistics are the same in both passes
+    method = _method(f"method.trained_views={views}").eval()  # eval: BN statistics are the same in both passes
     assert isinstance(method, SupervisedMethod) and method.label == "shape"
     images = [torch.rand(6, 3, 16, 16).requires_grad_() for _ in range(2)]
     targets = torch.tensor([0, 1, 2, 3, 4, 1])
@@ -88,7 +88,7 @@ def test_a_label_the_data_lacks_or_that_is_not_a_class_is_refused_naming_it(tmp_
     with pytest.raises(ConfigError, match=r"method\.label='colour' is not a label of shapes_world"):
         load_config(shipped_config("methods/supervised.yaml"), ["method.label=colour"])
     with pytest.raises(ConfigError, match=r"views='all': expected one of"):
-        load_config(shipped_config("methods/supervised.yaml"), ["method.views=all"])
+        load_config(shipped_config("methods/supervised.yaml"), ["method.trained_views=all"])
     config, _ = load_config(shipped_config("methods/supervised.yaml"),
                             [*TINY_OVERRIDES, f"output_dir={tmp_path}", "method.label=scale"])
     with pytest.raises(ConfigError, match=r"method\.label='scale' is not a class label of shapes_world"):
