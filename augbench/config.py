@@ -146,24 +146,27 @@ def compose(
     specs = {key: spec if isinstance(spec, Polymorphic) else Polymorphic(spec) for key, spec in polymorphic.items()}
     merged = OmegaConf.structured(schema)
     kinds: dict[str, str] = {}  # each section's kind once every source is read, for the defaults of later ones
+    given: dict[str, list[tuple[str, type] | None]] = {}  # per section, the kind each source gives it and its type
     for key, spec in specs.items():
         kind = spec.default(kinds) if spec.default is not None else merged[key][spec.key]
         merged[key] = OmegaConf.structured(_section_type(spec, key, kind, "defaults"))
+        given[key] = []
         for source in sources:
-            given = spec.given(key, source)
-            if given is not None:  # checked here, naming its source, before a later section's default reads it
-                _section_type(spec, key, given, source.name)
-                kind = given
+            named_kind = spec.given(key, source)
+            # Looked up here, naming its source, before a later section's default reads the kind.
+            given[key].append(None if named_kind is None else
+                              (named_kind, _section_type(spec, key, named_kind, source.name)))
+            kind = named_kind or kind
         kinds[key] = kind
     named = set()  # the sections whose kind a source has set; the starting kind carries nothing over
-    for source in sources:
+    for index, source in enumerate(sources):
         for key, spec in specs.items():
-            given = spec.given(key, source)
-            if given is not None and given != merged[key][spec.key]:
-                new = _section_type(spec, key, given, source.name)
-                merged[key] = _switched(merged[key] if key in named else None, new, spec.key, given)
-            if given is not None:
-                named.add(key)
+            if given[key][index] is None:
+                continue
+            kind, new = given[key][index]
+            if kind != merged[key][spec.key]:
+                merged[key] = _switched(merged[key] if key in named else None, new, spec.key, kind)
+            named.add(key)
         try:
             merged = OmegaConf.merge(merged, source.values)
         except OmegaConfBaseException as error:
