@@ -46,6 +46,12 @@ def _on(params: Params, images: Tensor) -> Params:
     return {k: v.to(images.device, non_blocking=True) for k, v in params.items()}
 
 
+def _rows_where(mask: Tensor, images: Tensor) -> Tensor:
+    """Indices of the true rows of `mask`, found where the parameters were drawn (the host, in training) and
+    then moved to the images' device: `nonzero` of a GPU tensor waits for every kernel queued before it."""
+    return torch.nonzero(mask)[:, 0].to(images.device, non_blocking=True)
+
+
 class Op:
     """Base of all ops: a name, a probability, and the two steps."""
 
@@ -197,17 +203,19 @@ class ColorJitter(Op):
         return {"factors": factors, "order": order, "applied": applied}
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
-        params = _on(params, images)
         # The batch reordered by the slot of each image's hue shift, unjittered images last: each slot's hue shifts
         # are then one contiguous slice, shifted in place, and its blends two slices that skip them and the
         # unjittered images. Gathering the hue rows at each slot instead cost a quarter of the op at 96 px, and
-        # index_select gathers rows 2-3x faster than indexing or index_copy.
+        # index_select gathers rows 2-3x faster than indexing or index_copy. The slices' bounds are counted where
+        # the parameters were drawn (the host, in training) before they move: counted on a GPU, reading them
+        # back would make each step wait for the device.
         hue_slot = torch.where(params["applied"], (params["order"] == self.HUE).int().argmax(dim=1), 4)  # (B,)
-        by_hue_slot = torch.argsort(hue_slot, stable=True)
         bounds = [0, *torch.bincount(hue_slot, minlength=5).cumsum(0).tolist()]
         jittered_count = bounds[4]
         if not jittered_count:
             return images
+        params = _on(params, images)
+        by_hue_slot = torch.argsort(hue_slot, stable=True).to(images.device, non_blocking=True)
         order = params["order"][by_hue_slot]  # (B, 4)
         factors = params["factors"][by_hue_slot].to(images.dtype)  # (B, 4)
         out = images.index_select(0, by_hue_slot)  # a copy: adjusted in place
@@ -407,10 +415,10 @@ class GaussianBlur(Op):
         return {"sigma": sigma, "applied": applied}
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
-        params = _on(params, images)
-        rows = torch.nonzero(params["applied"])[:, 0]
+        rows = _rows_where(params["applied"], images)
         if not len(rows):
             return images
+        params = _on(params, images)
         kernel = max(3, 2 * round(self.kernel_fraction * images.shape[-1] / 2) + 1)
         sigma = params["sigma"][rows].to(images.dtype)[:, None].expand(-1, 2)
         images = images.clone()
@@ -449,10 +457,9 @@ class Rotate90(Op):
         return {"quarter_turns": torch.where(applied, turns, 0), "applied": applied}
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
-        turns = _on(params, images)["quarter_turns"]
         out = images.clone()
         for k in (1, 2, 3):
-            rows = torch.nonzero(turns == k)[:, 0]
+            rows = _rows_where(params["quarter_turns"] == k, images)
             if len(rows):
                 out[rows] = torch.rot90(images[rows], k, dims=(-2, -1))
         return out

@@ -16,11 +16,13 @@ local structure.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
-from augbench.augment.ops import Op, Params, _bernoulli, _on, _uniform
+from augbench.augment.ops import Op, Params, _bernoulli, _on, _rows_where, _uniform
 from augbench.data.shapes_world import PHOTO_TEXTURES, grey_photo_stack
 
 # The texture photographs are resampled once to this multiple of the image side, so a crop of a quarter of
@@ -47,12 +49,12 @@ class Texture(Op):
         return {"texture": texture, "box": box, "strength": strength, "applied": applied}
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
-        params = _on(params, images)
-        rows = torch.nonzero(params["applied"])[:, 0]
+        rows = _rows_where(params["applied"], images)
         if not len(rows):
             return images
+        params = _on(params, images)
         height, width = images.shape[-2:]
-        stack = grey_photo_stack(PHOTO_TEXTURES, _STACK_SCALE * max(height, width)).to(images.device, images.dtype)
+        stack = _texture_stack(_STACK_SCALE * max(height, width), images.device, images.dtype)
         source = params["texture"][rows, None].to(images.dtype)
         rois = torch.cat([source, params["box"][rows].to(images.dtype) * stack.shape[-1]], dim=1)
         pattern = roi_align(stack, rois, output_size=(height, width), aligned=True)  # (R, 1, H, W)
@@ -62,3 +64,9 @@ class Texture(Op):
         images = images.clone()
         images[rows] = (images[rows] * (1 + strength * (2 * pattern - 1))).clamp(0, 1)
         return images
+
+
+@lru_cache(maxsize=8)
+def _texture_stack(resolution: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The texture photographs on the images' device, copied there once: a copy each step would wait for it."""
+    return grey_photo_stack(PHOTO_TEXTURES, resolution).to(device, dtype)

@@ -70,12 +70,13 @@ class SupervisedMethod(Method):
         features = [self.backbone(view.images) for view in used]  # (B, D) each
         logits = self.classifier(torch.cat(features))  # (V·B, C)
         targets = targets.repeat(len(used))
-        labelled = targets >= 0
-        if not labelled.any():
-            loss = logits.sum() * 0.0  # every parameter takes part, as DDP requires
-            accuracy = torch.zeros((), device=logits.device)
-        else:
-            loss = F.cross_entropy(logits[labelled], targets[labelled])
-            with torch.no_grad():
-                accuracy = (logits[labelled].argmax(dim=1) == targets[labelled]).float().mean() * 100
+        # Unlabelled images (label −1) weigh nothing. The mean over the labelled ones divides by their count on the
+        # device rather than asking whether there are any (a read-back each step); with none, the loss is 0 and
+        # every parameter still takes part, as DDP requires.
+        per_image = F.cross_entropy(logits, targets.clamp_min(0), reduction="none")
+        labelled = (targets >= 0).to(per_image.dtype)
+        count = labelled.sum().clamp_min(1)
+        loss = (per_image * labelled).sum() / count
+        with torch.no_grad():
+            accuracy = ((logits.argmax(dim=1) == targets).to(per_image.dtype) * labelled).sum() / count * 100
         return {"loss": loss, "accuracy": accuracy, "features": features[0].detach()}

@@ -64,6 +64,14 @@ def swapped_prediction(codes: Tensor, scores: list[Tensor], temperature: float =
     return torch.stack(losses).mean()
 
 
+def prototype_usage(codes: Tensor) -> Tensor:
+    """The fraction of prototypes that are some sample's strongest code, counted on the codes' device (`unique`
+    would read the codes back and make each step wait for the device)."""
+    strongest = codes.argmax(dim=1)
+    used = torch.zeros(codes.shape[1], dtype=torch.bool, device=codes.device).index_fill_(0, strongest, True)
+    return used.float().mean()
+
+
 @dataclass
 class SwAVConfig:
     """SwAV's switches; its multi-crop views are `augment.views: multi_crop` (augment/multicrop.py).
@@ -147,10 +155,10 @@ class SwAVMethod(HostCounters, Method):
             codes = self._codes(slot, scores[crop].detach(), embeddings[crop].detach())
             others = [scores[v] for v in range(total) if v != crop]
             losses.append(swapped_prediction(codes, others, self.config.temperature))
-            usage.append(codes.argmax(dim=1).unique().numel() / self.config.num_prototypes)
+            usage.append(prototype_usage(codes))
         return {
             "loss": torch.stack(losses).mean(),
-            "prototype_usage": torch.tensor(sum(usage) / len(usage)),
+            "prototype_usage": torch.stack(usage).mean(),
             "prototypes_frozen": torch.tensor(float(frozen)),
             "features": features,
         }
