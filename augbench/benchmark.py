@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -418,6 +419,7 @@ def environment(device: str | None) -> dict:
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "cpus": torch.get_num_threads(),
+        "cores": os.cpu_count(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "eval_device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
     }

@@ -343,6 +343,7 @@ class StoreInfo:
     cell_seconds: float = 0.0
     span_seconds: float = math.nan
     devices: str = ""
+    scale: str = ""
 
 
 @dataclass
@@ -351,6 +352,27 @@ class ClaimResult:
     store: StoreInfo | None
     rows: list[tuple[Row, dict[str, Measured]]]
     verdicts: dict[str, str]
+
+
+def _cpu(environment: dict) -> str:
+    threads = environment.get("cpus")
+    cores = f" of {environment['cores']} cores" if environment.get("cores") else ""
+    return f"CPU ({threads} thread{'' if threads == 1 else 's'} per runner{cores})"
+
+
+def _scale(stored_config: str | None) -> str:
+    """The pretraining scale of a grid as its store recorded it: what a reader weighs a verdict by."""
+    if not stored_config:
+        return ""
+    config = OmegaConf.to_container(OmegaConf.create(stored_config))
+    if not {"pretrain", "datasets", "suites"} <= set(config):
+        return ""
+    model, trainer = config["pretrain"].get("model", {}), config["pretrain"].get("trainer", {})
+    sizes = ", ".join(f"{name} {data['train_size']:,}" if "train_size" in data else name
+                      for name, data in config["datasets"].items())
+    return (f"{model.get('name', 'the default backbone')} × {model.get('width', 1.0)} for "
+            f"{trainer.get('max_epochs', '?')} epochs of batch {trainer.get('batch_size', '?')} on {sizes} "
+            f"training images (before subsets), suites {', '.join(config['suites'])}")
 
 
 def _store_info(grid: str, location: str | Path, seeds: list[int]) -> tuple[StoreInfo, pd.DataFrame, dict]:
@@ -363,9 +385,9 @@ def _store_info(grid: str, location: str | Path, seeds: list[int]) -> tuple[Stor
     finished = cells[cells["state"] == "finished"]
     span = float(finished["finished"].max() - cells["started"].min()) if not finished.empty else math.nan
     environments = [json.loads(e) for e in runs["environment"] if isinstance(e, str) and e.startswith("{")]
-    devices = sorted({e.get("cuda") or f"CPU ({e.get('cpus')} threads)" for e in environments if e})
+    devices = sorted({e.get("cuda") or _cpu(e) for e in environments if e})
     info = StoreInfo(grid, shown_location(location), command, len(cells), len(finished),
-                     float(finished["seconds"].sum()), span, ", ".join(devices))
+                     float(finished["seconds"].sum()), span, ", ".join(devices), _scale(meta.get("config")))
     return info, results, json.loads(meta.get("baselines") or "{}")
 
 
@@ -463,8 +485,11 @@ def _cost(stores: list[StoreInfo]) -> list[str]:
     lines = [f"{s.grid}: {s.finished} of {s.cells} cells finished, {_duration(s.cell_seconds)} of cell time "
              f"({_duration(s.span_seconds)} from first start to last finish) on {s.devices or 'an unrecorded device'};"
              f" store {s.location}; regenerate with `{s.command}`" for s in stores]
+    lines += [f"{s.grid}'s scale: {s.scale}" for s in stores if s.scale]
     total = sum(s.cell_seconds for s in stores)
     lines.append(f"all grids: {_duration(total)} of cell time")
+    if not any("CPU" not in s.devices for s in stores if s.devices):
+        lines.append("on one GPU: not measured (no grid of this page ran on a GPU)")
     return lines
 
 

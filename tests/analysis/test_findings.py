@@ -52,10 +52,17 @@ CLAIMS = {"claims": [
 ]}
 
 
+TOY_CONFIG = """name: toy
+datasets: {photo: {name: shapes_world, train_size: 2000}}
+suites: [quick]
+pretrain: {model: {name: resnet18, width: 0.25}, trainer: {max_epochs: 4, batch_size: 128}}
+"""
+
+
 def build_store(directory, scores: dict) -> None:
     """A store of the grid `toy` holding `scores[method][task][seed]` (linear; kNN 3 points lower) on `photo`."""
     store = ResultsStore(directory / "results.sqlite", create=True)
-    store.set_meta(benchmark="toy", source="configs/benchmarks/toy.yaml", small="True", config="name: toy\n",
+    store.set_meta(benchmark="toy", source="configs/benchmarks/toy.yaml", small="True", config=TOY_CONFIG,
                    baselines=json.dumps({m: "random" for m in scores if m != "random"}))
     queue = CellQueue(store)
     queue.add_cells([{"cell_id": f"{m}__{d}__seed{s}__quick", "method": m, "dataset": d, "seed": s, "suite": "quick",
@@ -122,6 +129,8 @@ def test_the_page_gives_each_claim_its_verdict_interval_and_random_marks(toy_sto
     assert "no results store for grid other" in _section(page, "elsewhere")
     assert "augbench benchmark configs/benchmarks/toy.yaml --small 'seeds=[0,1,2]'" in page
     assert re.search(r"toy: 11 of 11 cells finished, [\d.]+ min of cell time", page)
+    assert "toy's scale: resnet18 × 0.25 for 4 epochs of batch 128 on photo 2,000 training images" in page
+    assert "on one GPU: not measured" in page
     html_page = html.read_text()
     assert "inconclusive (both sides at random)" in html_page and "≈ random" in html_page
     assert html_page.count("<table") == 1 + len(CLAIMS["claims"])
