@@ -195,3 +195,29 @@ def test_a_correlation_claim_compares_the_reference_tasks_rho_by_category_per_se
     assert measured["linear"].difference == pytest.approx(2.0)  # rho 1 on hue minus rho -1 on orientation
     assert measured["linear"].verdict == "reproduced" and result.verdicts["knn"] == "reproduced"
     assert "high = mean over hue; low = over orientation" in (tmp_path / "page.md").read_text()
+
+
+def test_the_small_grids_hold_every_cell_and_task_a_claims_verdict_reads(tmp_path):
+    # `make results RESULTS_SMALL=--small` writes docs/results.md from the --small grids: a verdict row whose
+    # cells or tasks they lack would read "not in the store" there.
+    from augbench.benchmark import plan
+    from tests.conftest import REPO
+
+    planned = {}
+    for claim in load_claims(REPO / "configs" / "findings.yaml"):
+        if claim.grid not in planned:
+            planned[claim.grid] = plan(REPO / "configs" / "benchmarks" / f"{claim.grid}.yaml", small=True,
+                                       overrides=[f"output_dir={tmp_path / claim.grid}"])
+        grid = planned[claim.grid]
+        categories = set(grid.categories.values())
+        if claim.kind == "correlation":
+            assert claim.reference in grid.categories, claim.id
+            assert set(claim.high_categories) <= categories and set(claim.low_categories) & categories, claim.id
+        for row in claim.rows:
+            if row.expect is None:
+                continue
+            for side in (row.baseline, row.variant):
+                assert set(side.methods) <= set(grid.config.methods), (claim.id, row.label, side.methods)
+                assert set(side.datasets) <= set(grid.config.datasets), (claim.id, row.label, side.datasets)
+            assert {task.split("/")[0] for task in row.tasks} <= set(grid.categories), (claim.id, row.label)
+            assert not row.categories or set(row.categories) & categories, (claim.id, row.label)
