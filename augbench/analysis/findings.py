@@ -424,7 +424,9 @@ def build_findings(claims: list[Claim], stores: dict[str, str | Path], seeds: li
                 else:
                     by_protocol[protocol] = measure_difference(row, results, versus, protocol)
             measured_rows.append((row, by_protocol))
-        verdicts = {p: claim_verdict([m[p].verdict for _, m in measured_rows]) for p in claim.protocols}
+        # Rows without an expectation inform; they decide nothing, not even when their cells are missing.
+        verdicts = {p: claim_verdict([m[p].verdict for row, m in measured_rows if row.expect is not None])
+                    for p in claim.protocols}
         out.append(ClaimResult(claim, info, measured_rows, verdicts))
     return out, [info for info, _, _ in loaded.values()]
 

@@ -28,7 +28,11 @@ CLAIMS = {"claims": [
     {"id": "b_beats_a", "paper": "P1", "statement": "b beats a on shape.", "source": "Fig. 1", "grid": "toy",
      "rows": [{"label": "a → b, shape", "tasks": ["shape"], "expect": "greater",
                "baseline": {"methods": ["a"], "datasets": ["photo"]},
-               "variant": {"methods": ["b"], "datasets": ["photo"]}}]},
+               "variant": {"methods": ["b"], "datasets": ["photo"]}},
+              # informs only (no expectation): its missing cells say so on the row, not in the claim's verdict
+              {"label": "a → b, long-tailed", "tasks": ["shape"],
+               "baseline": {"methods": ["a"], "datasets": ["long_tailed"]},
+               "variant": {"methods": ["b"], "datasets": ["long_tailed"]}}]},
     {"id": "b_below_a", "paper": "P1", "statement": "b is below a on shape.", "source": "Fig. 2", "grid": "toy",
      "rows": [{"label": "a → b, shape", "tasks": ["shape"], "expect": "less",
                "baseline": {"methods": ["a"], "datasets": ["photo"]},
@@ -115,6 +119,7 @@ def test_the_page_gives_each_claim_its_verdict_interval_and_random_marks(toy_sto
                                        scale=scipy_stats.sem(differences))
     shape = _section(page, "b_beats_a")
     assert f"{differences.mean():+.2f} [{low:+.2f}, {high:+.2f}]" in shape
+    assert "no cells of a · long_tailed, b · long_tailed" in shape
     assert f"{np.mean(SCORES['a']['shape']):.2f} ± {np.std(SCORES['a']['shape'], ddof=1):.2f}" in shape
     # kNN and linear side by side, each with its verdict (the same differences: kNN is the linear score - 3)
     header = next(line for line in shape.splitlines() if line.startswith("| comparison"))
