@@ -65,8 +65,10 @@ VERDICT_RULE = (
     "reproduced when high < 0 and refuted when low ≥ 0; `equal` is reproduced when I lies within [−m, m] and "
     "refuted when it lies wholly outside it (low > m or high < −m); `not_less` (≥) is reproduced when low ≥ −m and "
     "refuted when high < −m. Anything else is inconclusive at this scale, and so is a row whose two sides both sit "
-    "at the random encoder on every task it reads. A claim is reproduced when all its rows with an expectation are, "
-    "refuted when one of them is, inconclusive otherwise."
+    "level with the random encoder (Welch's 95 % interval of the gain includes 0) on every task it reads; a side "
+    "measurably below it has lost what the untrained network's features hold, which a claim about keeping "
+    "information reads. A claim is reproduced when all its rows with an expectation are, refuted when one of them "
+    "is, inconclusive otherwise."
 )
 
 
@@ -247,12 +249,27 @@ def _side_values(rows: pd.DataFrame, side: Side, tasks: list[str]) -> tuple[pd.S
     return per_cell.groupby(["seed", "task"]).mean().groupby("seed").mean(), missing
 
 
-def _at_random(versus: pd.DataFrame, side: Side, tasks: list[str], protocol: str) -> tuple[int, int]:
-    """How many of the side's (encoder, task) results sit at the random encoder, of how many were tested."""
+@dataclass
+class RandomMarks:
+    """Of a side's tested (encoder, task) results: how many do not beat the random encoder, and how many of those
+    lie measurably below it (Welch's interval of the gain wholly below 0: training erased what the untrained
+    network's features hold)."""
+
+    at_random: int = 0
+    below: int = 0
+    tested: int = 0
+
+    @property
+    def all_level(self) -> bool:
+        """Every result level with the random encoder: neither above it nor measurably below it."""
+        return bool(self.tested) and self.at_random == self.tested and not self.below
+
+
+def _random_marks(versus: pd.DataFrame, side: Side, tasks: list[str], protocol: str) -> RandomMarks:
     if versus.empty:
-        return 0, 0
+        return RandomMarks()
     rows = versus[(versus["protocol"] == protocol) & versus["task"].isin(tasks) & _of_side(versus, side)]
-    return int(rows["at_random"].sum()), len(rows)
+    return RandomMarks(int(rows["at_random"].sum()), int((rows["high"] < 0).sum()), len(rows))
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -261,11 +278,18 @@ def _mean_std(values: pd.Series) -> str:
     return f"{values.mean():.2f}" + (f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else "")
 
 
-def _mark(at_random: tuple[int, int]) -> str:
-    count, tested = at_random
-    if not count:
+BELOW_RANDOM = "< random"
+RANDOM_MARKS = (f"'{stats.AT_RANDOM}' marks a side one of whose results does not beat the randomly initialised "
+                "encoder of its architecture (Welch's 95 % interval of the gain includes or lies below 0; `augbench "
+                f"report` shows every such test); '{BELOW_RANDOM}' where each of those lies measurably below it.")
+
+
+def _mark(marks: RandomMarks) -> str:
+    """'< random' where every result not above the random encoder lies measurably below it, else '≈ random'."""
+    if not marks.at_random:
         return ""
-    return f" {stats.AT_RANDOM}" + (f" ({count} of {tested})" if tested > 1 else "")
+    mark = BELOW_RANDOM if marks.below == marks.at_random else stats.AT_RANDOM
+    return f" {mark}" + (f" ({marks.at_random} of {marks.tested})" if marks.tested > 1 else "")
 
 
 def measure_difference(row: Row, results: pd.DataFrame, versus: pd.DataFrame, protocol: str) -> Measured:
@@ -289,11 +313,10 @@ def measure_difference(row: Row, results: pd.DataFrame, versus: pd.DataFrame, pr
         differences = differences[seeds] - (other_v[seeds] - other_b[seeds])
         against = f"; minus the same difference on {', '.join(other)}"
     low, high = stats.paired_interval(differences.to_numpy())
-    marks_b = _at_random(versus, row.baseline, tasks, protocol)
-    marks_v = _at_random(versus, row.variant, tasks, protocol)
+    marks_b = _random_marks(versus, row.baseline, tasks, protocol)
+    marks_v = _random_marks(versus, row.variant, tasks, protocol)
     result = verdict(row.expect, len(seeds), low, high, row.margin)
-    both_at_random = all(tested and count == tested for count, tested in (marks_b, marks_v))
-    if both_at_random and result in (REPRODUCED, REFUTED):
+    if marks_b.all_level and marks_v.all_level and result in (REPRODUCED, REFUTED):
         result = f"{INCONCLUSIVE} (both sides at random)"
     return Measured(len(seeds), _mean_std(baseline[seeds]) + _mark(marks_b), _mean_std(variant[seeds]) + _mark(marks_v),
                     float(differences.mean()) if len(seeds) else math.nan, low, high, result,
@@ -501,9 +524,7 @@ def render_markdown(results: list[ClaimResult], stores: list[StoreInfo], command
              "hand. Each number is a mean over pretraining seeds (± their standard deviation); Δ is the mean paired "
              "difference variant − baseline with its 95 % interval.", "",
              "## Verdict rule", "", VERDICT_RULE, "",
-             f"'{stats.AT_RANDOM}' marks a side one of whose results does not beat the randomly initialised encoder "
-             "of its architecture (Welch's 95 % interval of the gain includes or lies below 0; `augbench report` "
-             "shows every such test).", "",
+             RANDOM_MARKS, "",
              "## Summary", "", _markdown(_summary(results)), "",
              "## What the page cost", ""]
     lines += [f"- {line}" for line in _cost(stores)] + [""]
@@ -538,8 +559,7 @@ def render_html(results: list[ClaimResult], stores: list[StoreInfo], command: st
             f"{time.strftime('%Y-%m-%d')}. Δ is the mean paired difference variant − baseline with its 95 % "
             "interval.</p>",
             "<h2>Verdict rule</h2>", f"<p>{html.escape(VERDICT_RULE)}</p>",
-            f"<p>'{stats.AT_RANDOM}' marks a side one of whose results does not beat the randomly initialised "
-            "encoder of its architecture.</p>",
+            f"<p>{html.escape(RANDOM_MARKS)}</p>",
             "<h2>Summary</h2>", _summary(results).to_html(index=False, border=0),
             "<h2>What the page cost</h2>",
             "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in _cost(stores)) + "</ul>"]

@@ -14,15 +14,19 @@ from augbench.analysis.store import ResultsStore
 from augbench.cli import main
 from augbench.errors import ConfigError
 
-CATEGORIES = {"shape": "semantic_image", "hue": "semantic_image", "orientation": "structural_image"}
+CATEGORIES = {"shape": "semantic_image", "hue": "semantic_image", "orientation": "structural_image",
+              "texture": "texture"}
 # Linear-probe scores per method, task and seed (kNN: 3 points lower). c has two seeds only.
 SCORES = {
-    "a": {"shape": [50.0, 51.0, 52.0], "hue": [10.0, 10.5, 9.5], "orientation": [30.0, 31.0, 29.0]},
-    "b": {"shape": [55.2, 55.8, 57.1], "hue": [12.0, 12.5, 11.5], "orientation": [31.0, 30.0, 29.5]},
-    "c": {"shape": [53.0, 54.5], "hue": [10.0, 10.0], "orientation": [30.0, 30.0]},
+    "a": {"shape": [50.0, 51.0, 52.0], "hue": [10.0, 10.5, 9.5], "orientation": [30.0, 31.0, 29.0],
+          "texture": [10.0, 10.5, 11.0]},
+    "b": {"shape": [55.2, 55.8, 57.1], "hue": [12.0, 12.5, 11.5], "orientation": [31.0, 30.0, 29.5],
+          "texture": [30.0, 30.5, 29.5]},
+    "c": {"shape": [53.0, 54.5], "hue": [10.0, 10.0], "orientation": [30.0, 30.0], "texture": [30.0, 30.0]},
     # the random encoder: far below on shape, level with a on orientation, erratic on hue so that every
-    # encoder sits at it there
-    "random": {"shape": [20.0, 21.0, 19.5], "hue": [11.0, 20.0, 2.0], "orientation": [30.5, 29.5, 30.0]},
+    # encoder sits at it there; on texture a lies far below it (training erased it) and b level with it
+    "random": {"shape": [20.0, 21.0, 19.5], "hue": [11.0, 20.0, 2.0], "orientation": [30.5, 29.5, 30.0],
+               "texture": [30.0, 31.0, 29.5]},
 }
 CLAIMS = {"claims": [
     {"id": "b_beats_a", "paper": "P1", "statement": "b beats a on shape.", "source": "Fig. 1", "grid": "toy",
@@ -45,6 +49,10 @@ CLAIMS = {"claims": [
      "rows": [{"label": "a → b, hue", "tasks": ["hue"], "expect": "greater",
                "baseline": {"methods": ["a"], "datasets": ["photo"]},
                "variant": {"methods": ["b"], "datasets": ["photo"]}}]},
+    {"id": "keeps_texture", "paper": "P2", "statement": "b keeps the texture a loses.", "source": "Tab. 5",
+     "grid": "toy", "rows": [{"label": "a → b, texture", "tasks": ["texture"], "expect": "greater",
+                              "baseline": {"methods": ["a"], "datasets": ["photo"]},
+                              "variant": {"methods": ["b"], "datasets": ["photo"]}}]},
     {"id": "two_seeds", "paper": "P3", "statement": "c beats a.", "source": "Fig. 5", "grid": "toy",
      "rows": [{"label": "a → c, shape", "tasks": ["shape"], "expect": "greater",
                "baseline": {"methods": ["a"], "datasets": ["photo"]},
@@ -109,10 +117,13 @@ def test_the_page_gives_each_claim_its_verdict_interval_and_random_marks(toy_sto
     page = markdown.read_text()
     assert VERDICT_RULE in page
     assert {claim: _summary_verdict(page, claim) for claim in
-            ("b_beats_a", "b_below_a", "orientation_gain", "hue_gain", "two_seeds", "elsewhere")} == {
+            ("b_beats_a", "b_below_a", "orientation_gain", "hue_gain", "keeps_texture", "two_seeds", "elsewhere")} == {
         "b_beats_a": "reproduced", "b_below_a": "refuted", "orientation_gain": "inconclusive",
-        "hue_gain": "inconclusive (both sides at random)", "two_seeds": "no verdict (2 seeds)",
-        "elsewhere": "not in the store"}
+        "hue_gain": "inconclusive (both sides at random)", "keeps_texture": "reproduced",
+        "two_seeds": "no verdict (2 seeds)", "elsewhere": "not in the store"}
+    # a side measurably below the random encoder is marked so and does not make the row inconclusive
+    texture = _section(page, "keeps_texture")
+    assert texture.count("< random") == 2 and texture.count("≈ random") == 2  # a below, b level; kNN and linear
     # The interval: Student's t over the seeds' paired differences, computed here apart from augbench.
     differences = np.subtract(SCORES["b"]["shape"], SCORES["a"]["shape"])
     low, high = scipy_stats.t.interval(0.95, len(differences) - 1, loc=differences.mean(),
@@ -157,7 +168,7 @@ def test_the_command_writes_the_page_and_a_bad_claims_file_is_one_line_naming_it
     store, claims = toy_store
     output = tmp_path / "out.md"
     assert main(["findings", str(claims), "--store", f"toy={store}", "--markdown", str(output)]) == 0
-    assert "6 claims: 1 reproduced, 1 refuted" in " ".join(capsys.readouterr().out.split())
+    assert "7 claims: 2 reproduced, 1 refuted" in " ".join(capsys.readouterr().out.split())
     assert "augbench findings" in output.read_text()
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump({"claims": [{**CLAIMS["claims"][0], "rows": [
