@@ -225,7 +225,8 @@ def _tasks(results: pd.DataFrame, tasks: list[str], categories: list[str]) -> li
 
 def _of_side(rows: pd.DataFrame, side: Side) -> pd.Series:
     encoders = set(side.encoders())
-    return pd.Series([(m, d) in encoders for m, d in zip(rows["method"], rows["pretrain_dataset"])], index=rows.index)
+    return pd.Series([(m, d) in encoders for m, d in zip(rows["method"], rows["pretrain_dataset"])], index=rows.index,
+                     dtype=bool)  # a mask even when empty: an empty object Series would select columns
 
 
 def _side_values(rows: pd.DataFrame, side: Side, tasks: list[str]) -> tuple[pd.Series, list[str]]:

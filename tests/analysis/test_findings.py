@@ -237,3 +237,12 @@ def test_the_small_grids_hold_every_cell_and_task_a_claims_verdict_reads(tmp_pat
                 assert set(side.datasets) <= set(grid.config.datasets), (claim.id, row.label, side.datasets)
             assert {task.split("/")[0] for task in row.tasks} <= set(grid.categories), (claim.id, row.label)
             assert not row.categories or set(row.categories) & categories, (claim.id, row.label)
+
+
+def test_a_grid_whose_cells_have_not_finished_yet_is_not_in_the_store(tmp_path):
+    build_store(tmp_path / "toy", {})  # the store and its meta, no result yet (a grid just started)
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(yaml.safe_dump(CLAIMS, sort_keys=False))
+    markdown = tmp_path / "results.md"
+    write_findings(claims, {"toy": tmp_path / "toy"}, markdown)
+    assert _summary_verdict(markdown.read_text(), "b_beats_a") == "not in the store"
