@@ -223,6 +223,16 @@ def _tasks(results: pd.DataFrame, tasks: list[str], categories: list[str]) -> li
     return chosen
 
 
+# The pixel-wise tasks' one readout (a dense head over stage features): each column of a claim, kNN or linear,
+# reads their results alike, so a row pooling a category holds its pixel-wise tasks under either protocol.
+PIXEL_PROTOCOL = "dense"
+
+
+def _under(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """The results a claim's `protocol` column reads: that protocol's, and the pixel-wise tasks' dense heads'."""
+    return frame[frame["protocol"].isin({protocol, PIXEL_PROTOCOL})]
+
+
 def _of_side(rows: pd.DataFrame, side: Side) -> pd.Series:
     encoders = set(side.encoders())
     return pd.Series([(m, d) in encoders for m, d in zip(rows["method"], rows["pretrain_dataset"])], index=rows.index,
@@ -269,7 +279,8 @@ class RandomMarks:
 def _random_marks(versus: pd.DataFrame, side: Side, tasks: list[str], protocol: str) -> RandomMarks:
     if versus.empty:
         return RandomMarks()
-    rows = versus[(versus["protocol"] == protocol) & versus["task"].isin(tasks) & _of_side(versus, side)]
+    rows = _under(versus, protocol)
+    rows = rows[rows["task"].isin(tasks) & _of_side(rows, side)]
     return RandomMarks(int(rows["at_random"].sum()), int((rows["high"] < 0).sum()), len(rows))
 
 
@@ -294,7 +305,7 @@ def _mark(marks: RandomMarks) -> str:
 
 
 def measure_difference(row: Row, results: pd.DataFrame, versus: pd.DataFrame, protocol: str) -> Measured:
-    rows = results[results["protocol"] == protocol]
+    rows = _under(results, protocol)
     tasks = _tasks(rows, row.tasks, row.categories)
     if not tasks:
         return Measured(verdict="not in the store", note=f"no task of {row.tasks or row.categories} under {protocol}")
@@ -326,7 +337,8 @@ def measure_difference(row: Row, results: pd.DataFrame, versus: pd.DataFrame, pr
 
 def measure_correlation(claim: Claim, row: Row, results: pd.DataFrame, versus: pd.DataFrame,
                         protocol: str) -> Measured:
-    rows = results[(results["protocol"] == protocol) & ~results["method"].map(is_random_label)]
+    rows = _under(results, protocol)
+    rows = rows[~rows["method"].map(is_random_label)]
     categories = rows.groupby("task", sort=False)["category"].first()
     if claim.reference not in categories:
         return Measured(verdict="not in the store", note=f"no results of the reference task {claim.reference!r}")
@@ -342,7 +354,7 @@ def measure_correlation(claim: Claim, row: Row, results: pd.DataFrame, versus: p
     frame = pd.DataFrame(per_seed, index=["high", "low"]).T.dropna()
     differences = (frame["high"] - frame["low"]).to_numpy()
     low_ci, high_ci = stats.paired_interval(differences)
-    at_random = set(stats.tasks_at_random(versus[versus["protocol"] == protocol])) if not versus.empty else set()
+    at_random = set(stats.tasks_at_random(_under(versus, protocol))) if not versus.empty else set()
     flagged = sorted(t for t, p in at_random if t in (claim.reference, *high, *low))
     result = verdict(row.expect, len(frame), low_ci, high_ci, row.margin)
     note = f"ρ with {claim.reference}: high = mean over {', '.join(high) or '–'}; low = over {', '.join(low) or '–'}"

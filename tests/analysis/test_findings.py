@@ -15,18 +15,20 @@ from augbench.cli import main
 from augbench.errors import ConfigError
 
 CATEGORIES = {"shape": "semantic_image", "hue": "semantic_image", "orientation": "structural_image",
-              "texture": "texture"}
+              "texture": "texture", "segmentation": "semantic_pixel"}
+PIXEL_TASKS = {"segmentation"}  # stored under the dense head's protocol only, as the pixel-wise tasks are
 # Linear-probe scores per method, task and seed (kNN: 3 points lower). c has two seeds only.
 SCORES = {
     "a": {"shape": [50.0, 51.0, 52.0], "hue": [10.0, 10.5, 9.5], "orientation": [30.0, 31.0, 29.0],
-          "texture": [10.0, 10.5, 11.0]},
+          "texture": [10.0, 10.5, 11.0], "segmentation": [60.0, 61.0, 62.0]},
     "b": {"shape": [55.2, 55.8, 57.1], "hue": [12.0, 12.5, 11.5], "orientation": [31.0, 30.0, 29.5],
-          "texture": [30.0, 30.5, 29.5]},
-    "c": {"shape": [53.0, 54.5], "hue": [10.0, 10.0], "orientation": [30.0, 30.0], "texture": [30.0, 30.0]},
+          "texture": [30.0, 30.5, 29.5], "segmentation": [70.0, 71.0, 72.5]},
+    "c": {"shape": [53.0, 54.5], "hue": [10.0, 10.0], "orientation": [30.0, 30.0], "texture": [30.0, 30.0],
+          "segmentation": [65.0, 65.0]},
     # the random encoder: far below on shape, level with a on orientation, erratic on hue so that every
     # encoder sits at it there; on texture a lies far below it (training erased it) and b level with it
     "random": {"shape": [20.0, 21.0, 19.5], "hue": [11.0, 20.0, 2.0], "orientation": [30.5, 29.5, 30.0],
-               "texture": [30.0, 31.0, 29.5]},
+               "texture": [30.0, 31.0, 29.5], "segmentation": [40.0, 41.0, 39.0]},
 }
 CLAIMS = {"claims": [
     {"id": "b_beats_a", "paper": "P1", "statement": "b beats a on shape.", "source": "Fig. 1", "grid": "toy",
@@ -51,6 +53,10 @@ CLAIMS = {"claims": [
                "variant": {"methods": ["b"], "datasets": ["photo"]}}]},
     {"id": "keeps_texture", "paper": "P2", "statement": "b keeps the texture a loses.", "source": "Tab. 5",
      "grid": "toy", "rows": [{"label": "a → b, texture", "tasks": ["texture"], "expect": "greater",
+                              "baseline": {"methods": ["a"], "datasets": ["photo"]},
+                              "variant": {"methods": ["b"], "datasets": ["photo"]}}]},
+    {"id": "pixel_gain", "paper": "P2", "statement": "b gains on pixel-wise tasks.", "source": "Fig. 7",
+     "grid": "toy", "rows": [{"label": "a → b, pixel-wise", "categories": ["semantic_pixel"], "expect": "greater",
                               "baseline": {"methods": ["a"], "datasets": ["photo"]},
                               "variant": {"methods": ["b"], "datasets": ["photo"]}}]},
     {"id": "two_seeds", "paper": "P3", "statement": "c beats a.", "source": "Fig. 5", "grid": "toy",
@@ -86,9 +92,11 @@ def build_store(directory, scores: dict) -> None:
                           "seed": cell["seed"], "run_dir": "", "config": "{}", "code_version": "test",
                           "environment": json.dumps({"cpus": 2, "cuda": None}), "state": "finished"})
         records = [{"task": task, "category": CATEGORIES[task], "kind": "standard", "protocol": protocol,
-                    "metric": "top1", "value": values[cell["seed"]] - (3 if protocol == "knn" else 0),
+                    "metric": "miou" if protocol == "dense" else "top1",
+                    "value": values[cell["seed"]] - (3 if protocol == "knn" else 0),
                     "budget": "{}", "seed": cell["seed"], "higher_is_better": True}
-                   for task, values in scores[cell["method"]].items() for protocol in ("knn", "linear")]
+                   for task, values in scores[cell["method"]].items()
+                   for protocol in (["dense"] if task in PIXEL_TASKS else ["knn", "linear"])]
         assert queue.finish(cell["cell_id"], owner, cell["run_name"], records)
     store.close()
 
@@ -117,10 +125,14 @@ def test_the_page_gives_each_claim_its_verdict_interval_and_random_marks(toy_sto
     page = markdown.read_text()
     assert VERDICT_RULE in page
     assert {claim: _summary_verdict(page, claim) for claim in
-            ("b_beats_a", "b_below_a", "orientation_gain", "hue_gain", "keeps_texture", "two_seeds", "elsewhere")} == {
+            ("b_beats_a", "b_below_a", "orientation_gain", "hue_gain", "keeps_texture", "pixel_gain", "two_seeds",
+             "elsewhere")} == {
         "b_beats_a": "reproduced", "b_below_a": "refuted", "orientation_gain": "inconclusive",
-        "hue_gain": "inconclusive (both sides at random)", "keeps_texture": "reproduced",
+        "hue_gain": "inconclusive (both sides at random)", "keeps_texture": "reproduced", "pixel_gain": "reproduced",
         "two_seeds": "no verdict (2 seeds)", "elsewhere": "not in the store"}
+    # the pixel-wise task's dense head is read alike in the kNN and the linear column
+    pixel_difference = np.mean(np.subtract(SCORES["b"]["segmentation"], SCORES["a"]["segmentation"]))
+    assert _section(page, "pixel_gain").count(f"{pixel_difference:+.2f} [") == 2
     # a side measurably below the random encoder is marked so and does not make the row inconclusive
     texture = _section(page, "keeps_texture")
     assert texture.count("< random") == 2 and texture.count("≈ random") == 2  # a below, b level; kNN and linear
@@ -168,7 +180,7 @@ def test_the_command_writes_the_page_and_a_bad_claims_file_is_one_line_naming_it
     store, claims = toy_store
     output = tmp_path / "out.md"
     assert main(["findings", str(claims), "--store", f"toy={store}", "--markdown", str(output)]) == 0
-    assert "7 claims: 2 reproduced, 1 refuted" in " ".join(capsys.readouterr().out.split())
+    assert "8 claims: 3 reproduced, 1 refuted" in " ".join(capsys.readouterr().out.split())
     assert "augbench findings" in output.read_text()
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump({"claims": [{**CLAIMS["claims"][0], "rows": [
