@@ -8,8 +8,9 @@
   file, before anything in it executes.
 - `AtomicCheckpointIO` is the Lightning checkpoint plugin of every run: it
   writes to `<name>.partial` and renames over the old file, so a crash or a
-  full disk during a write leaves the previous checkpoint valid; it loads with
-  `safe_load`.
+  full disk during a write leaves the previous checkpoint valid; a scheduler's
+  preemption signal that arrives during the write is handled once the file is
+  whole; it loads with `safe_load`.
 - `rng_state()` / `restore_rng_state()` carry the Python, NumPy and torch
   (CPU and the current CUDA device's) generators through a checkpoint as
   plain tensors.
@@ -18,6 +19,10 @@
 from __future__ import annotations
 
 import random
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -27,13 +32,42 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from augbench.errors import CheckpointError
 from augbench.files import safe_load, write_atomic
 
+# What a scheduler sends before it preempts or stops a job (SLURM: SIGUSR2 or SIGTERM, as submitit and Lightning
+# configure it). A handler run inside torch.save (submitit's exits the process to requeue the job) surfaces from
+# its zip writer as a RuntimeError, which failed the run where it should have been requeued.
+PREEMPTION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+
+
+@contextmanager
+def preemption_signals_deferred() -> Iterator[None]:
+    """Record the preemption signals that arrive inside the block and hand each to its handler after it. Python
+    runs signal handlers in the main thread only, and only it may install them: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append((signum, frame)))
+                for signum in PREEMPTION_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum, frame in received:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler in (signal.SIG_DFL, None):
+                signal.raise_signal(signum)  # the default action, now that the file is whole
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint IO, written by rename and read weights-only."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
         try:
-            write_atomic(lambda file: torch.save(checkpoint, file), path)
+            with preemption_signals_deferred():
+                write_atomic(lambda file: torch.save(checkpoint, file), path)
         except OSError as error:
             raise CheckpointError(
                 f"{path}: could not write the checkpoint ({error.strerror or error}); "

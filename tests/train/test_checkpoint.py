@@ -3,6 +3,8 @@
 import csv
 import errno
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -154,6 +156,40 @@ def test_a_run_whose_disk_fills_fails_and_its_last_checkpoint_still_resumes(tmp_
     assert not list(config.run_dir.rglob("*.partial"))
     resumed = pretrain(config)
     assert read_status(resumed.directory)["state"] == "finished" and read_status(resumed.directory)["steps"] == 3
+
+
+class SignalsWhilePickled:
+    """Sends this process `signum` while torch.save pickles it: a preemption arriving in the middle of a write."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+    def __reduce__(self):
+        os.kill(os.getpid(), self.signum)
+        return int, (7,)
+
+
+class RequeuedError(Exception):
+    pass
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="SLURM's preemption signal is POSIX's SIGUSR2")
+def test_a_preemption_signal_during_a_checkpoint_write_is_handled_once_the_file_is_whole(tmp_path):
+    handled = []
+
+    def requeue(signum, frame):  # as submitit's: it leaves the process to requeue the job
+        handled.append((signum, (tmp_path / "last.ckpt").is_file()))
+        raise RequeuedError
+
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with pytest.raises(RequeuedError):
+            AtomicCheckpointIO().save_checkpoint({"step": SignalsWhilePickled(signal.SIGUSR2)}, tmp_path / "last.ckpt")
+        assert signal.getsignal(signal.SIGUSR2) is requeue
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert handled == [(signal.SIGUSR2, True)]  # after the write, not inside it
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False) == {"step": 7}  # whole (our own pickle)
 
 
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
