@@ -9,6 +9,7 @@ stand-in `sbatch`, and its requeue path runs through submitit's local executor.
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,6 +83,15 @@ def _running_owner(store: str, timeout: float = 900, with_checkpoint: bool = Fal
                     return row.cell_id, int(row.owner.split(":")[1])
         time.sleep(0.1)
     raise AssertionError("no cell started running")
+
+
+def _finished_after_resuming(run_dir: Path) -> None:
+    """The run finished, having resumed from one of its own checkpoints: last.ckpt, or a step
+    checkpoint when the kill came between that one's write and last.ckpt's (train/run_dir.newest_checkpoint)."""
+    status = json.loads((run_dir / "status.json").read_text())
+    resumed_from = Path(status["resumed_from"])
+    assert status["state"] == "finished" and resumed_from.parent == run_dir / "checkpoints"
+    assert re.fullmatch(r"last\.ckpt|step=[1-9]\d*\.ckpt", resumed_from.name), resumed_from.name
 
 
 def _assert_every_cell_once(store: str, cells: int = 4) -> pd.DataFrame:
@@ -161,8 +171,7 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_the_rerun_adds_nothing(grid
     with ResultsStore(store) as opened:
         cells = opened.table("cells").set_index("cell_id")
     assert cells.loc[killed, "attempts"] == 2  # the retried task took its cell over at once
-    status = json.loads((runs[cells.loc[killed, "run_name"]].run_dir / "status.json").read_text())
-    assert status["state"] == "finished" and status["resumed_from"].endswith("last.ckpt")
+    _finished_after_resuming(runs[cells.loc[killed, "run_name"]].run_dir)
     again = run_benchmark(grid4, executor="ray", console=Console(quiet=True))
     assert again.ran == [] and len(again.results) == 4
 
@@ -203,8 +212,7 @@ def test_a_submitit_job_killed_mid_cell_loses_nothing_when_the_grid_is_rerun(gri
     rerun = run_benchmark(grid4, overrides=overrides, executor="slurm", console=Console(quiet=True))
     assert rerun.ran == [killed] and rerun.states == {"finished": 2}
     _assert_every_cell_once(store, cells=2)
-    status = json.loads((runs[killed.rsplit("__", 1)[0]].run_dir / "status.json").read_text())
-    assert status["resumed_from"].endswith("last.ckpt")
+    _finished_after_resuming(runs[killed.rsplit("__", 1)[0]].run_dir)
 
 
 @pytest.mark.slow
@@ -222,8 +230,7 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_its_cell(grid4, tmp_pa
     _assert_every_cell_once(store, cells=1)
     with ResultsStore(store) as opened:
         assert opened.table("cells")["attempts"].tolist() == [2]
-    status = json.loads((grid.runs[preempted.rsplit("__", 1)[0]].run_dir / "status.json").read_text())
-    assert status["state"] == "finished" and status["resumed_from"].endswith("last.ckpt")
+    _finished_after_resuming(grid.runs[preempted.rsplit("__", 1)[0]].run_dir)
     log = "".join(p.read_text() for p in (grid.directory / "slurm").glob("*_log.err"))
     assert "Caught signal SIGUSR2" in log and log.count("Trainer.fit` stopped") == 1  # one attempt trained to the end
 
