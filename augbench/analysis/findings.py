@@ -526,7 +526,7 @@ def _cost(stores: list[StoreInfo]) -> list[str]:
     lines += [f"{s.grid}'s scale: {s.scale}" for s in stores if s.scale]
     total = sum(s.cell_seconds for s in stores)
     lines.append(f"all grids: {_duration(total)} of cell time")
-    if not any("CPU" not in s.devices for s in stores if s.devices):
+    if all("CPU" in s.devices for s in stores if s.devices):
         lines.append("on one GPU: not measured (no grid of this page ran on a GPU)")
     return lines
 
